@@ -1,0 +1,40 @@
+"""Registration reaches verl by name, in this process and through VERL_USE_EXTERNAL_MODULES; clashes fail loudly."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import verl_ext
+from verl.trainer.ppo import core_algos
+from verl_ext.estimator import compute_domain_grpo_outcome_advantage
+
+
+def test_import_registers_domain_grpo_idempotently():
+    assert core_algos.get_adv_estimator_fn("domain_grpo") is compute_domain_grpo_outcome_advantage
+    verl_ext.register()  # a second registration of the same function is a no-op
+    assert core_algos.get_adv_estimator_fn("domain_grpo") is compute_domain_grpo_outcome_advantage
+
+
+def test_duplicate_registration_of_another_function_raises():
+    with pytest.raises(ValueError, match="already been registered"):
+        core_algos.register_adv_est("domain_grpo")(lambda **kwargs: None)
+    assert core_algos.get_adv_estimator_fn("domain_grpo") is compute_domain_grpo_outcome_advantage
+
+
+def test_verl_external_modules_env_registers_in_a_fresh_process():
+    # What a Ray worker does: `import verl` only, with the env var set, and resolve the estimator by name.
+    code = (
+        "import sys, verl\n"
+        "from verl.trainer.ppo import core_algos\n"
+        "fn = core_algos.get_adv_estimator_fn('domain_grpo')\n"
+        "print(fn.__module__, fn.__name__, 'verl_ext' in sys.modules)\n"
+    )
+    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "verl_ext"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["verl_ext.estimator", "compute_domain_grpo_outcome_advantage", "True"]
+    env.pop("VERL_USE_EXTERNAL_MODULES")
+    missing = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0  # without the env var (and without importing verl_ext) verl does not know it
