@@ -4,8 +4,8 @@ verl's `AlgoConfig` is a strict dataclass (unknown keys under `algorithm` fail),
 own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mirrors these dataclasses key by key.
 
     domain:
-      constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}   # DC, eq. (3)
-      shaping:    {enable, divergence, estimator}                                                            # DR, eq. (5)
+      constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
+      shaping:    {enable, divergence, estimator}                                                           # DR (5)
       transforms: {names, mode, seed}
 
 Errors name the key and say what to change.
@@ -62,7 +62,9 @@ class DomainConstraintConfig:
         _check_choice("constraint.divergence", self.divergence, DIVERGENCES)
         _check_choice("constraint.estimator", self.estimator, ESTIMATORS)
         if self.estimator != "full" and self.divergence != "kl":
-            raise DomainConfigError("domain.constraint.estimator=k1/k3 estimates a KL; set domain.constraint.divergence=kl")
+            raise DomainConfigError(
+                "domain.constraint.estimator=k1/k3 estimates a KL; set domain.constraint.divergence=kl"
+            )
         if not self.weight >= 0:
             raise DomainConfigError(f"domain.constraint.weight={self.weight} must be >= 0 (0 disables the term)")
         if self.loss_agg_mode is not None:

@@ -22,6 +22,7 @@ from verl_ext.divergences import (
     sampled_token_divergence,
 )
 
+
 def _per_token(
     orig: torch.Tensor, trans: torch.Tensor, mask: torch.Tensor, divergence: str, estimator: str, chunk: int | None
 ) -> torch.Tensor:

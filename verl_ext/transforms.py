@@ -55,7 +55,7 @@ def draw_transform(candidates: Sequence[str], seed: int, step: int, row_key: str
         row_key: a stable id of the sample (e.g. its uid and position), so rows differ within a step.
 
     Note:
-        The paper does not say how T is chosen per sample; the default draws one transform uniformly per sample and step.
+        The paper does not say how T is chosen per sample; the default draws one uniformly per sample and step.
         A hash (not Python's salted `hash`) keeps the draw identical across processes and runs.
     """
     if not candidates:

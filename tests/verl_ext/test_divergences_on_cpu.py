@@ -51,8 +51,9 @@ def test_hand_computed_two_token_vocab():
     b = torch.tensor([[[math.log(3.0), 0.0]]])
     mask = torch.ones(1, 1)
     kl = 0.5 * math.log(4 / 3)
-    js = (0.5 * (0.5 * math.log(4 / 5) + 0.5 * math.log(4 / 3)) + 0.5 * (0.75 * math.log(6 / 5) + 0.25 * math.log(2 / 3)))
-    js /= math.log(2)
+    js_p = 0.5 * math.log(4 / 5) + 0.5 * math.log(4 / 3)  # KL(p‖m)
+    js_q = 0.75 * math.log(6 / 5) + 0.25 * math.log(2 / 3)  # KL(q‖m)
+    js = 0.5 * (js_p + js_q) / math.log(2)
     assert full_vocab_divergence(a, b, mask, "kl").item() == pytest.approx(kl, abs=1e-7)
     assert full_vocab_divergence(a, b, mask, "js").item() == pytest.approx(js, abs=1e-7)
 
@@ -96,8 +97,10 @@ def test_bf16_and_fp32_inputs_within_1e_5_of_float64(kind):
     # bf16 logits: the divergence of the rounded logits, computed in fp32.
     a16, b16 = a.bfloat16(), b.bfloat16()
     torch.testing.assert_close(
-        full_vocab_divergence(a16, b16, mask, kind).double(), _reference(a16.double(), b16.double(), mask, kind),
-        atol=1e-5, rtol=0,
+        full_vocab_divergence(a16, b16, mask, kind).double(),
+        _reference(a16.double(), b16.double(), mask, kind),
+        atol=1e-5,
+        rtol=0,
     )
 
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from verl.trainer.ppo.core_algos import agg_loss
+
 from verl_ext.config import DomainConstraintConfig, DomainShapingConfig
 from verl_ext.divergences import full_vocab_divergence
 from verl_ext.domain_loss import domain_consistency, domain_constraint_loss

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-import verl_ext  # noqa: F401  (registers domain_grpo)
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import compute_advantage
+
+import verl_ext  # noqa: F401  (registers domain_grpo)
 from verl_ext.estimator import compute_domain_grpo_outcome_advantage, domain_advantage_inputs
 
 

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from verl.trainer.ppo import core_algos
 
 import verl_ext
-from verl.trainer.ppo import core_algos
 from verl_ext.estimator import compute_domain_grpo_outcome_advantage
 
 
