@@ -195,3 +195,14 @@ def test_sampled_token_estimates_hand_computed():
     assert sampled_token_divergence(lp, lq, mask, "k3").tolist()[0] == pytest.approx(
         [0.5 + math.log(2) - 1, 0.0], abs=1e-6
     )
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fused_no_grad_pass_equals_single_kind_calls(seed):
+    from verl_ext.divergences import full_vocab_divergences
+
+    a, b, mask = _random_case(seed)
+    b[0, 0, 1] = 0.0
+    both = full_vocab_divergences(a.float(), b.float(), mask, ("kl", "js"), chunk_tokens=3)
+    for kind in ("kl", "js"):
+        assert torch.equal(both[kind], full_vocab_divergence(a.float(), b.float(), mask, kind, chunk_tokens=3))
