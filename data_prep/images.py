@@ -1,0 +1,162 @@
+"""Decode, check, convert and encode one image (runs in the pool workers).
+
+Policy:
+- Every image is fully decoded, so a corrupt or truncated file is caught here, never in training.
+- RGB JPEG/PNG that needs no change keeps its original bytes (no re-encoding loss, and fast).
+- Everything else is converted deliberately and the conversion is named (report.json counts it):
+  grayscale/bilevel -> RGB, palette -> RGB, RGBA -> RGB (alpha dropped), CMYK/YCbCr -> RGB,
+  16-bit -> 8-bit by the full-range linear map v * 255 / 65535 (rounded), then -> RGB.
+  Float images are refused (no safe fixed mapping).
+- Images whose short side is below `min_size` are upscaled by the smallest integer factor that reaches it, with
+  nearest-neighbour (every source pixel becomes an f x f block, so no pixel value is invented).
+- Converted images are written as PNG (lossless); TIFF/BMP/GIF/WebP sources too.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from data_prep.source import FileRef, read_ref
+
+PASSTHROUGH_FORMATS = ("JPEG", "PNG")
+PNG_COMPRESS_LEVEL = 3
+_MODE_CONVERSION = {
+    "1": "grayscale->rgb",
+    "L": "grayscale->rgb",
+    "LA": "grayscale->rgb",
+    "P": "palette->rgb",
+    "PA": "palette->rgb",
+    "RGBA": "rgba->rgb",
+    "RGBX": "rgba->rgb",
+    "RGBa": "rgba->rgb",
+    "CMYK": "cmyk->rgb",
+    "YCbCr": "ycbcr->rgb",
+}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A worker's answer for one image: bytes + what was done, or an error (`data` is None)."""
+
+    data: bytes | None
+    fmt: str = ""
+    width: int = 0
+    height: int = 0
+    conversions: tuple[str, ...] = ()
+    error: str = ""
+    error_kind: str = ""
+
+
+def sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
+    """Map 16-bit values to 8 bits linearly over the full range (0 -> 0, 65535 -> 255), rounding to nearest."""
+    wide = np.clip(arr.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image) -> tuple[Image.Image, list[str]]:
+    """Return an RGB image and the names of the conversions applied (empty for RGB input)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im, []
+    if mode in _SIXTEEN_BIT_MODES:
+        return Image.fromarray(sixteen_to_eight(np.asarray(im)), mode="L").convert("RGB"), ["16bit->rgb"]
+    if mode in _MODE_CONVERSION:
+        return im.convert("RGB"), [_MODE_CONVERSION[mode]]
+    raise ValueError(f"unsupported image mode {mode!r}")
+
+
+def upscale_to_min(im: Image.Image, min_size: int) -> tuple[Image.Image, bool]:
+    """Nearest-neighbour upscale by the smallest integer factor giving a short side >= min_size."""
+    short = min(im.size)
+    if min_size <= 0 or short >= min_size:
+        return im, False
+    factor = math.ceil(min_size / short)
+    return im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST), True
+
+
+def _encode_png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def _is_sixteen_bit_png(im: Image.Image) -> bool:
+    """True for 48/64-bit PNGs, which Pillow silently reads as 8-bit RGB(A)."""
+    return im.format == "PNG" and any(str(tile[-1]).endswith(";16B") for tile in getattr(im, "tile", []) or [])
+
+
+def encode_image_bytes(data: bytes, min_size: int) -> Encoded:
+    """Decode `data` fully, convert to RGB, upscale if small, and return the bytes to store."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        fmt = im.format or ""
+        sixteen = _is_sixteen_bit_png(im)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return Encoded(None, error=f"{type(exc).__name__}: {exc}", error_kind="corrupt_image")
+    width, height = im.size
+    try:
+        rgb, conversions = to_rgb(im)
+    except ValueError as exc:
+        return Encoded(None, error=str(exc), error_kind="unsupported_image")
+    if sixteen:
+        conversions.append("16bit->rgb")
+    rgb, upscaled = upscale_to_min(rgb, min_size)
+    if upscaled:
+        conversions.append("upscaled")
+    if fmt in PASSTHROUGH_FORMATS and not conversions:
+        return Encoded(data, fmt, width, height, ())
+    if fmt not in PASSTHROUGH_FORMATS:
+        conversions.append(f"{fmt.lower() or 'unknown'}->png")
+    return Encoded(_encode_png(rgb), "PNG", width, height, tuple(conversions))
+
+
+def encode_array(arr: np.ndarray, min_size: int) -> Encoded:
+    """Encode one image array (H x W gray or H x W x 3 RGB; uint8 or uint16) as PNG."""
+    height, width = int(arr.shape[0]), int(arr.shape[1])
+    conversions: list[str] = []
+    if arr.dtype == np.uint16:
+        arr, conversions = sixteen_to_eight(arr), ["16bit->rgb"]
+    elif arr.dtype != np.uint8:
+        return Encoded(None, error=f"unsupported array dtype {arr.dtype}", error_kind="unsupported_image")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        im = Image.fromarray(np.ascontiguousarray(arr), mode="L").convert("RGB")
+        if not conversions:
+            conversions.append("grayscale->rgb")
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        im = Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+    else:
+        return Encoded(None, error=f"unsupported array shape {arr.shape}", error_kind="unsupported_image")
+    im, upscaled = upscale_to_min(im, min_size)
+    if upscaled:
+        conversions.append("upscaled")
+    return Encoded(_encode_png(im), "PNG", width, height, tuple(conversions))
+
+
+def encode_payload(payload: FileRef | np.ndarray, min_size: int) -> Encoded:
+    """Encode a file member or an array."""
+    if isinstance(payload, np.ndarray):
+        return encode_array(payload, min_size)
+    try:
+        data = read_ref(payload)
+    except (OSError, KeyError) as exc:
+        return Encoded(None, error=f"cannot read: {exc}", error_kind="corrupt_image")
+    return encode_image_bytes(data, min_size)
+
+
+def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int) -> list[Encoded]:
+    """Pool entry point: encode a chunk of payloads in order."""
+    return [encode_payload(p, min_size) for p in payloads]
+
+
+def worker_init() -> None:
+    """Pool initializer: never accept truncated files in our worker processes, whatever a library set globally."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -1,0 +1,256 @@
+"""One conversion run, shared by every dataset: index -> split -> select -> encode in a pool -> parquet + report.
+
+A dataset module only builds a `DatasetIndex` (its classes and items, with official splits when it has them); this
+module does the rest identically for all of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from data_prep.prompts import build_question
+from data_prep.report import Report, dumps
+from data_prep.schema import make_row
+from data_prep.source import FileRef
+from data_prep.splits import SPLITS, class_lists, parse_shots, select_first_valid, stratified_split, union_sorted
+from data_prep.whitelist import allowed_transforms
+from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, default_workers
+
+
+@dataclass
+class Item:
+    """One image of a dataset, before encoding."""
+
+    index: int  # stable position in the dataset (MedMNIST: row in its split's array)
+    split: str  # "train" | "val" | "test", or "" before a seeded split is drawn
+    label_ids: tuple[int, ...]
+    source_path: str  # relative path in the dataset tree, or "<file>.npz:<key>[<row>]"
+    image_path: str | None = None  # images[0]["path"] in the row
+    ref: FileRef | None = None  # where a worker reads the file (None: the index streams arrays)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Sort key: split order, then index."""
+        return (SPLITS.index(self.split), self.index)
+
+
+@dataclass
+class DatasetIndex:
+    """Everything a dataset module knows before any pixel is decoded."""
+
+    data_source: str
+    domain: str
+    subject: str  # "an aerial scene", ... (prompt)
+    class_names: list[str]
+    items: list[Item]
+    split_source: str  # how the splits were made; "" = none official -> seeded stratified split
+    multi_label: bool = False
+    task_note: str = ""
+    stream: Callable[[list[Item]], Iterator[Any]] | None = None  # payloads for items (default: item.ref)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunOptions:
+    """The CLI options common to every dataset."""
+
+    out: Path
+    shots: Sequence[int | None] = (1, 2, 4, 8)
+    seed: int = 0
+    eval_per_class: int | None = None
+    prompt_variant: str = "plain"
+    min_size: int = 56
+    on_error: str = "fail"
+    workers: int = field(default_factory=default_workers)
+    split_ratio: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    progress: bool = True
+    row_group_rows: int = 256
+    file_names: dict[str, str] = field(default_factory=dict)  # rename outputs, e.g. {"train_all": "train"}
+
+    @staticmethod
+    def shots_from(text: str) -> list[int | None]:
+        """Parse a --shots value."""
+        return parse_shots(text)
+
+
+def _file_name(opts: RunOptions, stem: str) -> str:
+    return opts.file_names.get(stem, stem) + ".parquet"
+
+
+def _payloads(index: DatasetIndex, items: list[Item]) -> Iterator[Any]:
+    if index.stream is not None:
+        return index.stream(items)
+    return iter([it.ref for it in items])
+
+
+class _Run:
+    """State of one conversion (kept small: items and counts, never pixels)."""
+
+    def __init__(self, index: DatasetIndex, opts: RunOptions, report: Report, pool: EncoderPool) -> None:
+        self.index, self.opts, self.report, self.pool = index, opts, report, pool
+        self.bad: set[tuple[int, int]] = set()
+
+    def find_bad(self, items: list[Item]) -> set[int]:
+        """Decode `items` (positions into the caller's list) and return the positions that fail."""
+        bad = set()
+        for pos, (item, enc) in enumerate(zip(items, self.pool.map(_payloads(self.index, items)))):
+            if enc.data is None:
+                self.report.issue(enc.error_kind, item.source_path, enc.error)
+                self.bad.add(item.key)
+                bad.add(pos)
+        return bad
+
+    def select(self, pool: list[Item], split: str, sizes: Sequence[int | None]) -> dict[int | None, list[Item]]:
+        """For each size n: the first n usable items per class (None: the whole pool), nested across sizes."""
+        out: dict[int | None, list[Item]] = {}
+        labels = [it.label_ids for it in pool]
+        lists = class_lists(labels, len(self.index.class_names), self.opts.seed, split)
+        finite = [n for n in sizes if n is not None]
+        if finite:
+            chosen, _ = select_first_valid(lists, max(finite), lambda ps: self._bad_positions(pool, ps))
+            for n in finite:
+                out[n] = [pool[p] for p in union_sorted([members[:n] for members in chosen])]
+                short = [self.index.class_names[c] for c, m in enumerate(chosen) if len(m) < n]
+                if short:
+                    self.report.note(f"{split}: fewer than {n} usable images for {len(short)} class(es): {short}")
+        if None in sizes:
+            out[None] = list(pool)
+        return out
+
+    def _bad_positions(self, pool: list[Item], positions: list[int]) -> set[int]:
+        found = self.find_bad([pool[p] for p in positions])
+        return {positions[i] for i in found}
+
+    def write(self, outputs: dict[str, list[Item]], out: OutputDir, question: str) -> dict[str, Counter]:
+        """Encode the union of all outputs once and route each row to every file that holds it.
+
+        Returns per file a Counter of label ids, with the row count under the key "rows".
+        """
+        index, opts = self.index, self.opts
+        members: dict[tuple[int, int], list[str]] = {}
+        for name, items in outputs.items():
+            for it in items:
+                members.setdefault(it.key, []).append(name)
+        union = sorted({it.key: it for items in outputs.values() for it in items}.values(), key=lambda it: it.key)
+        union = [it for it in union if it.key not in self.bad]
+        writers = {name: RowGroupWriter(out.path(name), opts.row_group_rows) for name in outputs}
+        counts = {name: Counter() for name in outputs}
+        transforms = allowed_transforms(index.data_source)
+        bar = tqdm(total=len(union), desc=f"{index.data_source}", unit="img", disable=not opts.progress)
+        for item, enc in zip(union, self.pool.map(_payloads(index, union))):
+            bar.update(1)
+            if enc.data is None:
+                self.report.issue(enc.error_kind, item.source_path, enc.error)
+                continue
+            self.report.add_image(enc.conversions, enc.width, enc.height)
+            row = make_row(
+                data_source=index.data_source,
+                question=question,
+                image_bytes=enc.data,
+                image_path=item.image_path,
+                domain=index.domain,
+                label_ids=item.label_ids,
+                class_names=index.class_names,
+                multi_label=index.multi_label,
+                transforms=transforms,
+                prompt_variant=opts.prompt_variant,
+                split=item.split,
+                index=item.index,
+                source_path=item.source_path,
+            )
+            for name in members[item.key]:
+                writers[name].add(row)
+                counts[name].update(item.label_ids)
+                counts[name]["rows"] += 1
+        bar.close()
+        for w in writers.values():
+            w.close()
+        return counts
+
+
+def _per_class(counter: Counter, class_names: Sequence[str]) -> dict[str, int]:
+    return {name: int(counter.get(c, 0)) for c, name in enumerate(class_names)}
+
+
+def assign_seeded_split(index: DatasetIndex, opts: RunOptions) -> dict[str, list[str]]:
+    """Draw a seeded stratified split for an index without an official one; return {split: [source_path...]}."""
+    primary = [it.label_ids[0] for it in index.items]
+    names = stratified_split(primary, len(index.class_names), opts.split_ratio, opts.seed)
+    for item, split in zip(index.items, names):
+        item.split = split
+    index.split_source = "seeded stratified split {:g}/{:g}/{:g} (seed {})".format(*opts.split_ratio, opts.seed)
+    return {s: [it.source_path for it in index.items if it.split == s] for s in SPLITS}
+
+
+def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[str, Any]:
+    """Run one conversion: `build(report)` indexes the dataset; returns the report written to report.json."""
+    report = Report(opts.on_error)
+    index = build(report)
+    if not index.items:
+        raise ValueError(f"{index.data_source}: no usable images found" + (f"; {report.notes}" if report.notes else ""))
+    out = OutputDir(opts.out)
+    try:
+        seeded = None if index.split_source else assign_seeded_split(index, opts)
+        if seeded is not None:
+            out.write_text("splits.json", dumps(seeded))
+        pools = {s: sorted((it for it in index.items if it.split == s), key=lambda it: it.key) for s in SPLITS}
+        question = build_question(
+            dataset=index.data_source,
+            subject=index.subject,
+            class_names=index.class_names,
+            multi_label=index.multi_label,
+            variant=opts.prompt_variant,
+            task_note=index.task_note,
+        )
+        with EncoderPool(opts.workers, opts.min_size) as pool:
+            run = _Run(index, opts, report, pool)
+            outputs: dict[str, list[Item]] = {}
+            for k, items in run.select(pools["train"], "train", opts.shots).items():
+                outputs[_file_name(opts, f"train_{k}shot" if k else "train_all")] = items
+            for split in ("val", "test"):
+                if pools[split]:
+                    outputs[_file_name(opts, split)] = run.select(pools[split], split, [opts.eval_per_class])[
+                        opts.eval_per_class
+                    ]
+                else:
+                    report.note(f"no {split} split: {split}.parquet not written")
+            for name, items in outputs.items():
+                outputs[name] = [it for it in items if it.key not in run.bad]
+            counts = run.write(outputs, out, question)
+        result = {
+            "dataset": index.data_source,
+            "domain": index.domain,
+            "seed": opts.seed,
+            "shots": ["all" if k is None else k for k in opts.shots],
+            "eval_per_class": opts.eval_per_class,
+            "prompt_variant": opts.prompt_variant,
+            "min_size": opts.min_size,
+            "on_error": opts.on_error,
+            "split_source": index.split_source,
+            **index.info,
+            "class_names": index.class_names,
+            "transforms": list(allowed_transforms(index.data_source)),
+            "splits": {
+                s: {
+                    "total": len(p),
+                    "per_class": _per_class(Counter(c for it in p for c in it.label_ids), index.class_names),
+                }
+                for s, p in pools.items()
+            },
+            "files": {
+                name: {"rows": c["rows"], "per_class": _per_class(c, index.class_names)} for name, c in counts.items()
+            },
+            **report.to_dict(),
+        }
+        out.write_text("report.json", dumps(result))
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return result

@@ -1,0 +1,27 @@
+"""NWPU-RESISC45: `NWPU-RESISC45/<class>/<class>_NNN.jpg` (45 x 700, 256x256 RGB JPEG).
+
+The official `NWPU-RESISC45.rar` must be extracted first (no rar reader here); torchgeo's `NWPU-RESISC45.zip` is read
+directly. Splits: torchgeo/VTAB `resisc45-{train,val,test}.txt` when found under --root, else seeded stratified.
+"""
+
+from __future__ import annotations
+
+from data_prep.folders import build_folder_index
+from data_prep.pipeline import DatasetIndex
+from data_prep.report import Report
+
+NAME = "resisc45"
+ARCHIVES = ("NWPU-RESISC45.zip",)
+SPLIT_FILES = {"train": "resisc45-train.txt", "val": "resisc45-val.txt", "test": "resisc45-test.txt"}
+CLASS_NAMES = tuple(
+    """airplane airport baseball_diamond basketball_court beach bridge chaparral church circular_farmland cloud
+    commercial_area dense_residential desert forest freeway golf_course ground_track_field harbor industrial_area
+    intersection island lake meadow medium_residential mobile_home_park mountain overpass palace parking_lot railway
+    railway_station rectangular_farmland river roundabout runway sea_ice ship snowberg sparse_residential stadium
+    storage_tank tennis_court terrace thermal_power_station wetland""".split()
+)
+
+
+def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:
+    """Index NWPU-RESISC45 at `root` (extracted folder, its parent, or NWPU-RESISC45.zip)."""
+    return build_folder_index(NAME, CLASS_NAMES, root, ARCHIVES, report, SPLIT_FILES if use_split_files else None)

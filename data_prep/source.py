@@ -1,0 +1,118 @@
+"""A dataset as downloaded: an extracted folder, an official .zip archive, or a folder holding both.
+
+Members are addressed by their path inside the dataset tree (the same whether the tree came from a folder or from a
+zip), so a conversion gives identical rows either way. `FileRef`s are small and picklable: pool workers open archives
+themselves (one cached handle per process), so image bytes never travel from the main process to a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from data_prep.report import DataPrepError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
+_ZIP_CACHE: dict[str, zipfile.ZipFile] = {}
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """Where a worker reads one member: `archive` (a zip path) or None for a plain file under `root`."""
+
+    root: str
+    archive: str | None
+    member: str
+
+
+def is_image_name(path: str) -> bool:
+    """True if the file name has an image extension (case-insensitive)."""
+    return PurePosixPath(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_ref(ref: FileRef) -> bytes:
+    """Read the bytes of one member (the zip handle is cached per process)."""
+    if ref.archive is None:
+        with open(os.path.join(ref.root, ref.member), "rb") as fh:
+            return fh.read()
+    zf = _ZIP_CACHE.get(ref.archive)
+    if zf is None:
+        zf = _ZIP_CACHE[ref.archive] = zipfile.ZipFile(ref.archive)
+    return zf.read(ref.member)
+
+
+def close_archives() -> None:
+    """Close the cached zip handles of this process."""
+    for zf in _ZIP_CACHE.values():
+        zf.close()
+    _ZIP_CACHE.clear()
+
+
+class Source:
+    """The files of one dataset.
+
+    Args:
+        root: a folder or an official archive (.zip). A folder may hold the official archives (`archive_names`); their
+            members are listed as if extracted, and files already extracted on disk win over archive members.
+        archive_names: official archive file names to open when found at any depth of a folder `root`.
+    """
+
+    def __init__(self, root: str | os.PathLike, archive_names: tuple[str, ...] = ()) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.exists():
+            raise DataPrepError(f"--root {self.root} does not exist")
+        self.files: dict[str, FileRef] = {}
+        self.dirs: set[str] = set()
+        self.rar_found: list[str] = []
+        if self.root.is_file():
+            self._add_archive(self.root)
+        else:
+            self._scan_folder(archive_names)
+        self.members = sorted(self.files)
+
+    def _scan_folder(self, archive_names: tuple[str, ...]) -> None:
+        archives: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            if rel_dir != ".":
+                self.dirs.add(rel_dir)
+            for name in sorted(filenames):
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if name in archive_names:
+                    archives.append(Path(dirpath) / name)
+                elif name.lower().endswith(".rar") and Path(name).stem in {Path(a).stem for a in archive_names}:
+                    self.rar_found.append(rel)
+                else:
+                    self.files[rel] = FileRef(str(self.root), None, rel)
+        for archive in archives:
+            self._add_archive(archive)
+
+    def _add_archive(self, path: Path) -> None:
+        if not zipfile.is_zipfile(path):
+            hint = " (.rar: extract it first, e.g. `unrar x` or `bsdtar -xf`)" if path.suffix.lower() == ".rar" else ""
+            raise DataPrepError(f"{path} is not a readable zip archive{hint}")
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename.replace("\\", "/").lstrip("/")
+                if name.startswith("__MACOSX/"):
+                    continue
+                parts = PurePosixPath(name).parts
+                for i in range(1, len(parts)):
+                    self.dirs.add("/".join(parts[:i]))
+                if info.is_dir():
+                    self.dirs.add(name.rstrip("/"))
+                elif name not in self.files:
+                    self.files[name] = FileRef(str(self.root), str(path), info.filename)
+
+    def rar_hint(self) -> str:
+        """A sentence telling the user to extract a found .rar archive, or ''."""
+        if not self.rar_found:
+            return ""
+        return f" Found {self.rar_found}: .rar cannot be read here; extract it next to itself first."
+
+    def find(self, basename: str) -> list[str]:
+        """Members whose file name is `basename` (any folder), sorted."""
+        return [m for m in self.members if PurePosixPath(m).name == basename]

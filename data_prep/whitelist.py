@@ -1,0 +1,163 @@
+"""Per-dataset whitelists of label-preserving transforms (the domain knowledge T of Domain-Aware GRPO).
+
+Every row carries its dataset's whitelist in `extra_info["transforms"]`; the trainer refuses a configured transform
+outside it. `identity` is in every list (it always keeps the label), so no list is ever empty. The reasons below are
+the table in data_prep/README.md; `knowledge` is the sentence the prompt-injection baseline writes into the prompt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+
+def _transform_vocabulary() -> ModuleType:
+    """verl_ext/transforms.py, the shared transform vocabulary, loaded without running `verl_ext/__init__.py`.
+
+    That package's `__init__` registers the estimator and so imports verl, Ray and torch (several seconds); the
+    vocabulary module itself needs only PIL. If `verl_ext.transforms` is already imported, that module is used.
+    """
+    if "verl_ext.transforms" in sys.modules:
+        return sys.modules["verl_ext.transforms"]
+    package = importlib.util.find_spec("verl_ext")  # finds the package without executing it
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("data_prep needs the verl_ext package (this repository) on the path")
+    path = next(iter(package.submodule_search_locations)) + "/transforms.py"
+    spec = importlib.util.spec_from_file_location("data_prep._verl_ext_transforms", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_vocab = _transform_vocabulary()
+TRANSFORM_NAMES: tuple[str, ...] = _vocab.TRANSFORM_NAMES
+check_transform_names = _vocab.check_transform_names
+
+ALL = TRANSFORM_NAMES  # identity, rot90, rot180, rot270, hflip, vflip
+HFLIP_ONLY = ("identity", "hflip")
+VFLIP_ONLY = ("identity", "vflip")
+
+
+@dataclass(frozen=True)
+class Invariance:
+    """The transforms that keep a dataset's labels, why, and how the injection prompt states it."""
+
+    transforms: tuple[str, ...]
+    reason: str
+    knowledge: str
+
+
+_AERIAL = Invariance(
+    ALL,
+    "Nadir (top-down) views have no canonical 'up': a scene's category does not depend on orientation or handedness.",
+    "Aerial and satellite scenes are seen from directly above, so a scene keeps its category under any rotation "
+    "(90, 180 or 270 degrees) and under mirror flips: judge the category from what is on the ground, not from the "
+    "image's orientation.",
+)
+_MICROSCOPY = Invariance(
+    ALL,
+    "Microscopy/histology: slides and cells have no canonical orientation or side; a cell or tissue type is the same "
+    "under any rotation or flip.",
+    "Microscopy images have no natural orientation: a cell or tissue type looks the same to its category under any "
+    "rotation or mirror flip, so judge it from shape, texture and staining, not from orientation.",
+)
+_CHEST_XRAY = Invariance(
+    HFLIP_ONLY,
+    "Frontal chest X-ray: labels are not sided, so a left-right mirror keeps them (the usual ChestX-ray14 "
+    "augmentation); apex-up/diaphragm-down is fixed anatomy (effusion, hernia are read at the base), so no vertical "
+    "flip or rotation.",
+    "Chest X-rays are read apex up; the findings asked for are not tied to the left or right side, so a left-right "
+    "mirror image shows the same findings, but the top-bottom direction of the chest matters.",
+)
+_DEPTH_AXIS = (
+    "the vertical axis is depth from the probe/surface (shadowing, layer order), so no vertical flip or rotation"
+)
+_ORGAN_NOTE = (
+    "{view} CT slice; classes include left/right organs (femur, kidney, lung), so no horizontal flip, no 180 degree "
+    "rotation (= both flips) and no 90/270 degree rotation (moves the left/right axis to vertical). "
+)
+
+_INVARIANCES: dict[str, Invariance] = {
+    **{name: _AERIAL for name in ("ucm", "aid", "rsicd", "whu_rs19", "patternnet", "resisc45", "s2_tiles")},
+    "medmnist/pathmnist": _MICROSCOPY,
+    "medmnist/bloodmnist": _MICROSCOPY,
+    "medmnist/tissuemnist": _MICROSCOPY,
+    "medmnist/dermamnist": Invariance(
+        ALL,
+        "Dermatoscopy: a lesion photographed from above has no canonical orientation or side (standard ISIC "
+        "augmentation uses rotations and flips).",
+        "Dermatoscopic images show a skin lesion from above with no natural orientation: its diagnosis is the same "
+        "under any rotation or mirror flip.",
+    ),
+    "medmnist/retinamnist": Invariance(
+        ALL,
+        "Fundus photo graded for diabetic retinopathy: the grade counts lesions over the whole retina and does not "
+        "depend on orientation or on which eye (a left eye is the mirror of a right eye).",
+        "The retinopathy grade depends on the lesions in the whole retina, not on the photo's orientation or on which "
+        "eye it is: rotating or mirroring the fundus image keeps its grade.",
+    ),
+    "medmnist/chestmnist": _CHEST_XRAY,
+    "medmnist/pneumoniamnist": _CHEST_XRAY,
+    "medmnist/octmnist": Invariance(
+        HFLIP_ONLY,
+        "Retinal OCT B-scan: left-right is nasal/temporal (mirror of the other eye), which the labels ignore; "
+        + _DEPTH_AXIS
+        + ".",
+        "An OCT B-scan shows the retinal layers with the vitreous on top: mirroring it left-right keeps the diagnosis, "
+        "but the top-to-bottom layer order is anatomy and must not be reversed.",
+    ),
+    "medmnist/breastmnist": Invariance(
+        HFLIP_ONLY,
+        "Breast ultrasound: left-right mirror is a probe turned around and keeps malignant/benign; "
+        + _DEPTH_AXIS
+        + ".",
+        "A breast ultrasound image has the skin and probe at the top; mirroring it left-right keeps the diagnosis, but "
+        "the top-to-bottom (depth) direction, e.g. shadowing behind a mass, carries meaning.",
+    ),
+    "medmnist/organamnist": Invariance(
+        VFLIP_ONLY,
+        _ORGAN_NOTE.format(view="Axial")
+        + "A vertical flip mirrors front/back only, which keeps every organ and its side.",
+        "This is an axial CT slice in radiological convention (the patient's left is on the image's right), so "
+        "left/right organs are told apart by their side: a top-bottom flip keeps the organ and its side, a left-right "
+        "mirror would swap left and right.",
+    ),
+    "medmnist/organcmnist": Invariance(
+        VFLIP_ONLY,
+        _ORGAN_NOTE.format(view="Coronal")
+        + "A vertical flip mirrors head/feet only, which keeps every organ and its side.",
+        "This is a coronal CT slice (the patient's left is on the image's right), so left/right organs are told "
+        "apart by their side: a top-bottom flip keeps the organ and its side, a left-right mirror would swap them.",
+    ),
+    "medmnist/organsmnist": Invariance(
+        VFLIP_ONLY,
+        _ORGAN_NOTE.format(view="Sagittal")
+        + "In-plane axes are front/back and head/feet, so side is read from context (liver vs spleen); a horizontal "
+        "flip is still kept out, as the policy for all left/right subsets, and only the vertical flip is allowed.",
+        "This is a sagittal CT slice; left and right organs are told apart by the organs around them (liver on the "
+        "right, spleen on the left): a top-bottom flip keeps the organ and its side.",
+    ),
+}
+for _name, _inv in _INVARIANCES.items():
+    check_transform_names(_inv.transforms, f"data_prep whitelist for {_name}")
+
+
+def invariance(dataset: str) -> Invariance:
+    """The `Invariance` of a dataset name ("ucm", "medmnist/organamnist", "organamnist", ...)."""
+    key = dataset if dataset in _INVARIANCES else f"medmnist/{dataset}"
+    if key not in _INVARIANCES:
+        raise KeyError(f"no transform whitelist for dataset {dataset!r}; known: {sorted(_INVARIANCES)}")
+    return _INVARIANCES[key]
+
+
+def allowed_transforms(dataset: str) -> tuple[str, ...]:
+    """The label-preserving transforms of `dataset`, in verl_ext.transforms' vocabulary and order."""
+    return invariance(dataset).transforms
+
+
+def known_datasets() -> tuple[str, ...]:
+    """Every dataset name that has a whitelist (data_source values plus the demo's "s2_tiles")."""
+    return tuple(_INVARIANCES)

@@ -1,0 +1,143 @@
+"""Shared output machinery: the decode/encode process pool and atomic, row-grouped parquet writing.
+
+- `EncoderPool.map` keeps at most a few chunks in flight, so memory stays bounded at any dataset size, and returns
+  results in input order, so the output is identical for any number of workers.
+- `OutputDir` writes every file into a hidden temporary folder inside `--out` and renames them into place only when
+  the whole run succeeded: a failed or interrupted run never leaves a half-written or mixed set of files.
+- `RowGroupWriter` buffers rows and flushes a parquet row group every `row_group_rows` rows or ~64 MiB of images.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_prep.images import Encoded, encode_chunk, worker_init
+from data_prep.schema import ARROW_SCHEMA
+from data_prep.source import close_archives
+
+ROW_GROUP_BYTES = 64 << 20
+
+
+def default_workers() -> int:
+    """One worker per available core (at most 16)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+class EncoderPool:
+    """Encode payloads in a process pool (`workers >= 1`) or inline (`workers == 0`), results in order."""
+
+    def __init__(self, workers: int, min_size: int, chunk: int = 16) -> None:
+        self.workers, self.min_size, self.chunk = workers, min_size, chunk
+        self._executor: ProcessPoolExecutor | None = None
+        if workers > 0:
+            # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory
+            ctx = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
+
+    def map(self, payloads: Iterable[Any]) -> Iterator[Encoded]:
+        """Yield one `Encoded` per payload, in order, with at most 2 * workers + 2 chunks in flight."""
+        it = iter(payloads)
+        if self._executor is None:
+            while chunk := list(islice(it, self.chunk)):
+                yield from encode_chunk(chunk, self.min_size)
+            return
+        pending: deque[Future] = deque()
+        limit = 2 * self.workers + 2
+        while True:
+            while len(pending) < limit and (chunk := list(islice(it, self.chunk))):
+                pending.append(self._executor.submit(encode_chunk, chunk, self.min_size))
+            if not pending:
+                return
+            yield from pending.popleft().result()
+
+    def close(self) -> None:
+        """Stop the workers and close this process's archive handles."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        close_archives()
+
+    def __enter__(self) -> EncoderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RowGroupWriter:
+    """Append rows to one parquet file, one row group per `row_group_rows` rows (or ~64 MiB of image bytes)."""
+
+    def __init__(self, path: Path, row_group_rows: int) -> None:
+        self.path, self.row_group_rows = path, row_group_rows
+        self._writer = pq.ParquetWriter(path, ARROW_SCHEMA, compression="snappy")
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Buffer one row; flush a row group when the buffer is full."""
+        self._rows.append(row)
+        self._bytes += sum(len(im["bytes"]) for im in row["images"])
+        self.count += 1
+        if len(self._rows) >= self.row_group_rows or self._bytes >= ROW_GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one row group."""
+        if self._rows:
+            table = pa.Table.from_pylist(self._rows, schema=ARROW_SCHEMA)
+            self._writer.write_table(table, row_group_size=len(self._rows))
+            self._rows, self._bytes = [], 0
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.flush()
+        self._writer.close()
+
+
+class OutputDir:
+    """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file)."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+        self.names: list[str] = []
+
+    def path(self, name: str) -> Path:
+        """The temporary path for output file `name`."""
+        if name not in self.names:
+            self.names.append(name)
+        return self.tmp / name
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a small text file (report, split lists)."""
+        self.path(name).write_text(text, encoding="utf-8")
+
+    def commit(self) -> list[Path]:
+        """Rename every file into `out` (report.json last) and remove the temporary folder."""
+        names = sorted(self.names, key=lambda n: n == "report.json")
+        for name in names:
+            os.replace(self.tmp / name, self.out / name)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return [self.out / n for n in names]
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
