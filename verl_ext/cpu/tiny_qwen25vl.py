@@ -1,10 +1,11 @@
 """A tiny, randomly initialised Qwen2.5-VL with offline tokenizer and processor files (no download).
 
-Used by the tests, the demo and the CPU benchmarks only. The architecture is the real `Qwen2_5_VLForConditionalGeneration`
-from transformers, shrunk (hidden 64, 2 layers, vision depth 2); the tokenizer is a byte-level BPE with the 256 byte
-tokens and no merges, plus Qwen2.5-VL's special tokens and a chat template with the same layout as Qwen2.5-VL's
-(`<|im_start|>role\\n ... <|im_end|>`, images as `<|vision_start|><|image_pad|><|vision_end|>`). Weights are written
-as safetensors, so `from_pretrained(path)` (verl's own loading path) works with `HF_HUB_OFFLINE=1`.
+Used by the tests, the demo and the CPU benchmarks only. The architecture is the real
+`Qwen2_5_VLForConditionalGeneration` from transformers, shrunk (hidden 64, 2 layers, vision depth 2); the tokenizer is
+a byte-level BPE with the 256 byte tokens and no merges, plus Qwen2.5-VL's special tokens and a chat template with the
+same layout as Qwen2.5-VL's (`<|im_start|>role\\n ... <|im_end|>`, images as
+`<|vision_start|><|image_pad|><|vision_end|>`). Weights are written as safetensors, so `from_pretrained(path)`
+(verl's own loading path) works with `HF_HUB_OFFLINE=1`.
 
     python -m verl_ext.cpu.tiny_qwen25vl --out /tmp/tiny-qwen25vl
 """
