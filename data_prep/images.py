@@ -105,7 +105,7 @@ def encode_image_bytes(data: bytes, min_size: int) -> Encoded:
         rgb, conversions = to_rgb(im)
     except ValueError as exc:
         return Encoded(None, error=str(exc), error_kind="unsupported_image")
-    if sixteen:
+    if sixteen and "16bit->rgb" not in conversions:  # 48/64-bit RGB(A) PNG, already reduced to 8 bits by Pillow
         conversions.append("16bit->rgb")
     rgb, upscaled = upscale_to_min(rgb, min_size)
     if upscaled:

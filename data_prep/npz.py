@@ -45,6 +45,10 @@ class NpzArrays:
             offset = fh.tell()
         if fortran and len(shape) > 1:
             raise NpzError(f"{self.path.name}:{key}: Fortran-ordered arrays are not supported")
+        need = offset + prod(shape) * dtype.itemsize
+        have = self._zip.getinfo(key + ".npy").file_size
+        if have < need:
+            raise NpzError(f"{self.path.name}:{key}: truncated ({have} bytes, header needs {need})")
         return shape, dtype, offset
 
     def iter_rows(self, key: str, rows: Sequence[int]) -> Iterator[np.ndarray]:

@@ -56,7 +56,7 @@ class Report:
         if (reason, path) in self._seen:
             return
         self._seen.add((reason, path))
-        text = f"{REASONS[reason]}: {path}" + (f" ({detail})" if detail else "")
+        text = f"[{reason}] {REASONS[reason]}: {path}" + (f" ({detail})" if detail else "")
         if self.on_error == "fail":
             raise DataPrepError(text + " — rerun with --on-error skip to skip and count such data")
         self.skips[reason] += count

@@ -1,0 +1,113 @@
+"""Row schema, prompt builders and transform whitelists (hand-written expectations)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from data_prep import allowed_transforms
+from data_prep.prompts import build_question
+from data_prep.schema import ARROW_SCHEMA, COLUMNS, ground_truth_for, make_row
+from data_prep.whitelist import known_datasets
+from verl_ext.transforms import TRANSFORM_NAMES
+
+CHEST = [*"atelectasis cardiomegaly effusion".split(), "no finding"]
+
+
+def _row(**kw):
+    args = dict(
+        data_source="ucm",
+        question="Q?",
+        image_bytes=b"png",
+        image_path="a/b.tif",
+        domain="remote_sensing",
+        label_ids=[1],
+        class_names=["agricultural", "airplane"],
+        multi_label=False,
+        transforms=("identity", "rot90"),
+        prompt_variant="plain",
+        split="train",
+        index=7,
+        source_path="a/b.tif",
+    )
+    args.update(kw)
+    return make_row(**args)
+
+
+def test_make_row_matches_the_issue_schema_and_arrow_types():
+    row = _row()
+    assert tuple(row) == COLUMNS
+    assert row["prompt"] == [{"role": "user", "content": "<image>Q?"}]
+    assert row["images"] == [{"bytes": b"png", "path": "a/b.tif"}]
+    assert row["ability"] == "remote_sensing_scene_classification"
+    assert row["reward_model"] == {"style": "rule", "ground_truth": "airplane"}
+    info = row["extra_info"]
+    assert (info["label_id"], info["label_ids"], info["index"], info["dataset"]) == (1, [1], 7, "ucm")
+    assert info["transforms"] == ["identity", "rot90"] and info["domain"] == "remote_sensing"
+    table = pa.Table.from_pylist([row], schema=ARROW_SCHEMA)
+    assert table.to_pylist()[0] == row
+
+
+def test_multi_label_ground_truth_is_canonical_order_joined_and_no_finding():
+    row = _row(
+        data_source="medmnist/chestmnist", domain="medical", multi_label=True, class_names=CHEST, label_ids=[2, 0]
+    )
+    assert row["reward_model"]["ground_truth"] == "atelectasis; effusion"
+    assert row["extra_info"]["label_id"] == -1 and row["extra_info"]["label_ids"] == [0, 2]
+    assert row["ability"] == "medical_image_classification"
+    assert ground_truth_for([3], CHEST, True) == "no finding"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(label_ids=[2]), dict(domain="space"), dict(prompt_variant="fancy"), dict(label_ids=[0, 1])],
+)
+def test_make_row_refuses_bad_values(bad):
+    with pytest.raises(ValueError):
+        _row(**bad)
+
+
+def test_plain_prompt_lists_classes_one_per_line_and_asks_for_think_answer():
+    q = build_question(dataset="ucm", subject="an aerial scene", class_names=["a, b", "c"])
+    assert "- a, b\n- c\n" in q
+    assert "<think>" in q and "<answer>" in q and "Domain knowledge" not in q
+
+
+def test_injection_prompt_adds_the_datasets_invariance():
+    rs = build_question(dataset="ucm", subject="x", class_names=["a"], variant="injection")
+    assert "Domain knowledge:" in rs and "rotation" in rs
+    organ = build_question(dataset="medmnist/organamnist", subject="x", class_names=["a"], variant="injection")
+    assert "left" in organ and "Domain knowledge:" in organ
+    chest = build_question(dataset="medmnist/chestmnist", subject="x", class_names=CHEST, multi_label=True)
+    assert "'no finding'" in chest and "separated by ';" in chest
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ("ucm", TRANSFORM_NAMES),
+        ("resisc45", TRANSFORM_NAMES),
+        ("s2_tiles", TRANSFORM_NAMES),
+        ("medmnist/pathmnist", TRANSFORM_NAMES),
+        ("medmnist/dermamnist", TRANSFORM_NAMES),
+        ("medmnist/organamnist", ("identity", "vflip")),
+        ("organcmnist", ("identity", "vflip")),
+        ("medmnist/organsmnist", ("identity", "vflip")),
+        ("medmnist/chestmnist", ("identity", "hflip")),
+        ("medmnist/octmnist", ("identity", "hflip")),
+        ("medmnist/breastmnist", ("identity", "hflip")),
+    ],
+)
+def test_whitelists(dataset, expected):
+    assert allowed_transforms(dataset) == tuple(expected)
+
+
+def test_every_dataset_has_a_whitelist_and_left_right_subsets_never_hflip():
+    names = set(known_datasets())
+    flags = "path chest derma oct pneumonia retina breast blood tissue organa organc organs".split()
+    assert {f"medmnist/{f}mnist" for f in flags} <= names
+    assert {"ucm", "aid", "rsicd", "whu_rs19", "patternnet", "resisc45"} <= names
+    for flag in ("organamnist", "organcmnist", "organsmnist"):
+        assert not {"hflip", "rot90", "rot180", "rot270"} & set(allowed_transforms(flag))
+    with pytest.raises(KeyError):
+        allowed_transforms("mnist")
