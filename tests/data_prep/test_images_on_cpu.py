@@ -88,3 +88,25 @@ def test_corrupt_truncated_and_unsupported_inputs_are_errors_not_crashes():
     assert encode_image_bytes(float_tiff, 0).error_kind == "unsupported_image"
     assert encode_array(np.zeros((4, 4), dtype=np.float32), 0).error_kind == "unsupported_image"
     assert encode_array(np.zeros((4, 4, 2), dtype=np.uint8), 0).error_kind == "unsupported_image"
+
+
+def _png48(arr16: np.ndarray) -> bytes:
+    """A 48-bit (16 bit per channel) RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = arr16.shape
+    raw = b"".join(b"\0" + arr16[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_48_bit_rgb_png_is_counted_and_reencoded_as_8_bit():
+    arr16 = np.zeros((60, 60, 3), dtype=np.uint16)
+    arr16[..., 0], arr16[..., 1], arr16[..., 2] = 65535, 257 * 100, 0
+    enc = encode_image_bytes(_png48(arr16), min_size=56)
+    assert enc.conversions == ("16bit->rgb",) and enc.fmt == "PNG"
+    assert np.asarray(_decode(enc.data))[0, 0].tolist() == [255, 100, 0]
