@@ -1,0 +1,121 @@
+"""The ``hf`` rollout server (transformers ``generate``) in-process, with the tiny Qwen2.5-VL: no Ray, a few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from verl_ext.cpu.hf_rollout import HFGenerateServer, HFGenerationSettings
+from verl_ext.cpu.tiny_qwen25vl import VISION_TOKENS, build_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("hf_rollout") / "model")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> HFGenerateServer:
+    return HFGenerateServer(HFGenerationSettings(model_path=str(model_dir), prompt_length=256, response_length=16))
+
+
+def _image(size: int = 56) -> Image.Image:
+    return Image.new("RGB", (size, size), (200, 40, 40))
+
+
+def _prompt_ids(server: HFGenerateServer, image: Image.Image) -> list[int]:
+    """Chat-template prompt with the image placeholder expanded by the processor (as verl's agent loop sends it)."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which class?"}]}]
+    text = server.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return server.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampled_response_has_logprobs_and_no_vision_tokens(server: HFGenerateServer, seed: int) -> None:
+    torch.manual_seed(seed)
+    image = _image()
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True, "max_tokens": 12}
+    out = server.generate_sync(_prompt_ids(server, image), params, [image])
+    assert 1 <= len(out.token_ids) <= 12
+    assert out.log_probs is not None and len(out.log_probs) == len(out.token_ids)
+    assert all(lp <= 0.0 for lp in out.log_probs)
+    vision_ids = {server.tokenizer.convert_tokens_to_ids(token) for token in VISION_TOKENS}
+    assert not vision_ids & set(out.token_ids)
+    assert out.stop_reason == "completed"
+
+
+def test_banned_tokens_are_never_sampled(model_dir: Path) -> None:
+    settings = HFGenerationSettings(model_path=str(model_dir), prompt_length=256, response_length=32)
+    vocab = HFGenerateServer(settings).tokenizer.get_vocab()
+    # ban every tokenizer token but three: unsuppressed, a random policy would almost surely sample one of them
+    banned = [token for token in vocab if token not in {"a", "b", "<|im_end|>"}]
+    settings.banned_tokens = banned
+    server = HFGenerateServer(settings)
+    image = _image()
+    out = server.generate_sync(_prompt_ids(server, image), {"temperature": 1.0, "max_tokens": 32}, [image])
+    assert len(out.token_ids) >= 1
+    assert not {vocab[token] for token in banned} & set(out.token_ids)
+
+
+def test_greedy_is_deterministic_and_respects_response_length(server: HFGenerateServer) -> None:
+    image = _image()
+    prompt = _prompt_ids(server, image)
+    first = server.generate_sync(prompt, {"temperature": 0}, [image])
+    second = server.generate_sync(prompt, {"temperature": 0}, [image])
+    assert first.token_ids == second.token_ids
+    assert len(first.token_ids) <= server.settings.response_length
+    assert first.log_probs is None
+
+
+def test_image_token_count_must_match_the_image(server: HFGenerateServer) -> None:
+    image = _image()
+    prompt = _prompt_ids(server, image)
+    image_pad = server.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    prompt.remove(image_pad)
+    with pytest.raises(ValueError, match="image tokens"):
+        server.generate_sync(prompt, {"temperature": 0}, [image])
+
+
+def test_async_generate_returns_token_output_and_rejects_video(server: HFGenerateServer) -> None:
+    image = _image()
+    prompt = _prompt_ids(server, image)
+    out = asyncio.run(server.generate(prompt, {"temperature": 0, "max_tokens": 4}, "req-1", image_data=[image]))
+    assert 1 <= len(out.token_ids) <= 4
+    assert out.extra_fields["global_steps"] == server.global_steps
+    with pytest.raises(NotImplementedError, match="video_data"):
+        asyncio.run(server.generate(prompt, {}, "req-2", image_data=[image], video_data=[image]))
+
+
+def test_update_weights_loads_trainer_weights_and_checks_names(model_dir: Path) -> None:
+    server = HFGenerateServer(HFGenerationSettings(model_path=str(model_dir), prompt_length=256, response_length=8))
+    state = {name: tensor.clone() + 0.5 for name, tensor in server.model.state_dict().items()}
+    assert server.update_weights(state, global_steps=3) == len(state)
+    assert server.global_steps == 3
+    name = next(iter(state))
+    assert torch.equal(server.model.state_dict()[name], state[name])
+
+    with pytest.raises(KeyError, match="not in the rollout model"):
+        server.update_weights({**state, "no.such.weight": torch.zeros(1)})
+    missing = dict(state)
+    missing.pop(name)
+    with pytest.raises(KeyError, match="no weights for"):
+        server.update_weights(missing)
+
+
+def test_settings_from_verl_configs(model_dir: Path) -> None:
+    rollout = OmegaConf.create(
+        {"prompt_length": 64, "response_length": 8, "seed": 5, "ignore_eos": False, "engine_kwargs": {"hf": {}}}
+    )
+    model = OmegaConf.create({"path": str(model_dir), "override_config": {"attn_implementation": "eager"}})
+    settings = HFGenerationSettings.from_verl(rollout, model, replica_rank=2)
+    assert (settings.seed, settings.attn_implementation, settings.banned_tokens) == (7, "eager", VISION_TOKENS)
+    rollout.engine_kwargs.hf = {"banned_tokens": [], "dtype": "float32"}
+    assert HFGenerationSettings.from_verl(rollout, model).banned_tokens == []
+    rollout.engine_kwargs.hf = {"unknown": 1}
+    with pytest.raises(ValueError, match="unknown"):
+        HFGenerationSettings.from_verl(rollout, model)
