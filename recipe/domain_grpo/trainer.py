@@ -35,6 +35,16 @@ def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
 class DomainGRPOTrainer(PPOTrainerSync):
     """verl's `sync` trainer mode plus D_i for `algorithm.adv_estimator=domain_grpo`."""
 
+    # verl tests `self.trainer_mode == "sync"` in several places (replay buffer, dataloader refill, checkpoint state);
+    # this mode is synchronous, so it reports "sync" whatever name selected it.
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:  # PPOTrainer.__init__ assigns the configured name
+        pass
+
     def _domain_config(self) -> DomainConfig:
         section = self.config.get("domain")
         return DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})

@@ -46,3 +46,9 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
     else:
         assert seen["inputs"].consistency is None and metrics == {}
     assert _INPUTS.get() is None  # the context is closed afterwards
+
+
+def test_keeps_verls_sync_semantics():
+    trainer = object.__new__(trainer_mod.DomainGRPOTrainer)
+    trainer.trainer_mode = "domain_grpo"  # what PPOTrainer.__init__ assigns
+    assert trainer.trainer_mode == "sync"
