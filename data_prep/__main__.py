@@ -39,6 +39,9 @@ def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.
     )
     p.add_argument("--prompt", choices=("plain", "injection"), default="plain", help="plain or domain-knowledge prompt")
     p.add_argument("--min-size", type=int, default=56, help="upscale images whose short side is below this (56)")
+    p.add_argument(
+        "--verify", choices=("full", "fast"), default="full", help="decode every image, or header+end marker only"
+    )
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop on bad data, or skip and count")
     p.add_argument("--workers", type=int, default=default_workers(), help="decode/encode processes (0 = inline)")
     p.add_argument("--split-ratio", type=parse_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
@@ -77,6 +80,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         eval_per_class=args.eval_per_class,
         prompt_variant=args.prompt,
         min_size=args.min_size,
+        verify=args.verify,
         on_error=args.on_error,
         workers=max(0, args.workers),
         split_ratio=args.split_ratio,

@@ -1,7 +1,10 @@
 """Decode, check, convert and encode one image (runs in the pool workers).
 
 Policy:
-- Every image is fully decoded, so a corrupt or truncated file is caught here, never in training.
+- `verify="full"` (default): every image is fully decoded, so a corrupt or truncated file is caught here, never in
+  training. `verify="fast"`: an RGB JPEG/PNG that is stored unchanged is checked by its header and its end marker
+  (JPEG EOI, PNG IEND) only: truncation and non-images are still caught, damage inside the compressed data is not;
+  every image that needs a conversion is still fully decoded. About 4x faster on 256 px JPEGs.
 - RGB JPEG/PNG that needs no change keeps its original bytes (no re-encoding loss, and fast).
 - Everything else is converted deliberately and the conversion is named (report.json counts it):
   grayscale/bilevel -> RGB, palette -> RGB, RGBA -> RGB (alpha dropped), CMYK/YCbCr -> RGB,
@@ -91,8 +94,64 @@ def _is_sixteen_bit_png(im: Image.Image) -> bool:
     return im.format == "PNG" and any(str(tile[-1]).endswith(";16B") for tile in getattr(im, "tile", []) or [])
 
 
-def encode_image_bytes(data: bytes, min_size: int) -> Encoded:
-    """Decode `data` fully, convert to RGB, upscale if small, and return the bytes to store."""
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from an 8-bit JPEG's SOF segment, or None (not a plain JPEG)."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if i + 10 > n or data[i + 4] != 8:
+                return None
+            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return (width, height, data[i + 9]) if width and height else None
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def quick_rgb_header(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) if `data` is an 8-bit RGB JPEG/PNG by its header alone, else None."""
+    if data.startswith(_PNG_SIGNATURE):
+        if data[12:16] != b"IHDR" or len(data) < 26 or data[24] != 8 or data[25] != 2:
+            return None
+        return "PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    header = _jpeg_header(data)
+    if header is None or header[2] != 3:
+        return None
+    return "JPEG", header[0], header[1]
+
+
+def _has_end_marker(data: bytes, fmt: str) -> bool:
+    """True if a JPEG ends with EOI (trailing zero padding allowed) or a PNG with its IEND chunk."""
+    if fmt == "JPEG":
+        return data.rstrip(b"\0").endswith(b"\xff\xd9")
+    return data.endswith(b"IEND\xaeB`\x82")
+
+
+def encode_image_bytes(data: bytes, min_size: int, verify: str = "full") -> Encoded:
+    """Decode `data` (fully, or header + end marker under verify="fast"), convert to RGB, upscale if small, and
+    return the bytes to store."""
+    if verify == "fast":
+        quick = quick_rgb_header(data)
+        if quick is not None and min(quick[1], quick[2]) >= min_size:
+            if not _has_end_marker(data, quick[0]):
+                return Encoded(None, error=f"truncated {quick[0]}: no end marker", error_kind="corrupt_image")
+            return Encoded(data, quick[0], quick[1], quick[2], ())
     try:
         im = Image.open(io.BytesIO(data))
         fmt = im.format or ""
@@ -141,20 +200,20 @@ def encode_array(arr: np.ndarray, min_size: int) -> Encoded:
     return Encoded(_encode_png(im), "PNG", width, height, tuple(conversions))
 
 
-def encode_payload(payload: FileRef | np.ndarray, min_size: int) -> Encoded:
-    """Encode a file member or an array."""
+def encode_payload(payload: FileRef | np.ndarray, min_size: int, verify: str = "full") -> Encoded:
+    """Encode a file member or an array (arrays are always built from their pixels)."""
     if isinstance(payload, np.ndarray):
         return encode_array(payload, min_size)
     try:
         data = read_ref(payload)
     except (OSError, KeyError) as exc:
         return Encoded(None, error=f"cannot read: {exc}", error_kind="corrupt_image")
-    return encode_image_bytes(data, min_size)
+    return encode_image_bytes(data, min_size, verify)
 
 
-def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int) -> list[Encoded]:
+def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int, verify: str = "full") -> list[Encoded]:
     """Pool entry point: encode a chunk of payloads in order."""
-    return [encode_payload(p, min_size) for p in payloads]
+    return [encode_payload(p, min_size, verify) for p in payloads]
 
 
 def worker_init() -> None:

@@ -66,6 +66,7 @@ class RunOptions:
     eval_per_class: int | None = None
     prompt_variant: str = "plain"
     min_size: int = 56
+    verify: str = "full"
     on_error: str = "fail"
     workers: int = field(default_factory=default_workers)
     split_ratio: tuple[float, float, float] = (0.6, 0.2, 0.2)
@@ -208,7 +209,7 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
             variant=opts.prompt_variant,
             task_note=index.task_note,
         )
-        with EncoderPool(opts.workers, opts.min_size) as pool:
+        with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:
             run = _Run(index, opts, report, pool)
             outputs: dict[str, list[Item]] = {}
             for k, items in run.select(pools["train"], "train", opts.shots).items():
@@ -231,6 +232,7 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
             "eval_per_class": opts.eval_per_class,
             "prompt_variant": opts.prompt_variant,
             "min_size": opts.min_size,
+            "verify": opts.verify,
             "on_error": opts.on_error,
             "split_source": index.split_source,
             **index.info,

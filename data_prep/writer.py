@@ -28,6 +28,42 @@ from data_prep.schema import ARROW_SCHEMA
 from data_prep.source import close_archives
 
 ROW_GROUP_BYTES = 64 << 20
+IMAGE_COLUMN = "images.list.element.bytes"
+
+
+def _parquet_options() -> dict[str, Any]:
+    """Already-compressed image bytes: no codec, no dictionary, no min/max statistics; snappy for the rest."""
+    paths = ARROW_SCHEMA_PATHS
+    others = [p for p in paths if p != IMAGE_COLUMN]
+    codecs = {p: ("NONE" if p == IMAGE_COLUMN else "SNAPPY") for p in paths}
+    return {"compression": codecs, "use_dictionary": others, "write_statistics": others}
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet column paths of an arrow schema (lists as `<name>.list.element`)."""
+    out: list[str] = []
+
+    def walk(prefix: str, typ: pa.DataType) -> None:
+        if pa.types.is_list(typ):
+            walk(prefix + ".list.element", typ.value_type)
+        elif pa.types.is_struct(typ):
+            for i in range(typ.num_fields):
+                walk(f"{prefix}.{typ.field(i).name}", typ.field(i).type)
+        else:
+            out.append(prefix)
+
+    for fld in schema:
+        walk(fld.name, fld.type)
+    return out
+
+
+ARROW_SCHEMA_PATHS = _leaf_paths(ARROW_SCHEMA)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """A list of `make_row` dicts as a table with exactly `ARROW_SCHEMA` (column-wise: ~10x faster than from_pylist)."""
+    arrays = [pa.array([r[f.name] for r in rows], type=f.type) for f in ARROW_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 
 def default_workers() -> int:
@@ -42,8 +78,10 @@ def default_workers() -> int:
 class EncoderPool:
     """Encode payloads in a process pool (`workers >= 1`) or inline (`workers == 0`), results in order."""
 
-    def __init__(self, workers: int, min_size: int, chunk: int = 16) -> None:
-        self.workers, self.min_size, self.chunk = workers, min_size, chunk
+    def __init__(self, workers: int, min_size: int, verify: str = "full", chunk: int = 32) -> None:
+        if verify not in ("full", "fast"):
+            raise ValueError(f"verify must be 'full' or 'fast', got {verify!r}")
+        self.workers, self.min_size, self.verify, self.chunk = workers, min_size, verify, chunk
         self._executor: ProcessPoolExecutor | None = None
         if workers > 0:
             # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory
@@ -55,13 +93,13 @@ class EncoderPool:
         it = iter(payloads)
         if self._executor is None:
             while chunk := list(islice(it, self.chunk)):
-                yield from encode_chunk(chunk, self.min_size)
+                yield from encode_chunk(chunk, self.min_size, self.verify)
             return
         pending: deque[Future] = deque()
         limit = 2 * self.workers + 2
         while True:
             while len(pending) < limit and (chunk := list(islice(it, self.chunk))):
-                pending.append(self._executor.submit(encode_chunk, chunk, self.min_size))
+                pending.append(self._executor.submit(encode_chunk, chunk, self.min_size, self.verify))
             if not pending:
                 return
             yield from pending.popleft().result()
@@ -85,7 +123,7 @@ class RowGroupWriter:
 
     def __init__(self, path: Path, row_group_rows: int) -> None:
         self.path, self.row_group_rows = path, row_group_rows
-        self._writer = pq.ParquetWriter(path, ARROW_SCHEMA, compression="snappy")
+        self._writer = pq.ParquetWriter(path, ARROW_SCHEMA, **_parquet_options())
         self._rows: list[dict[str, Any]] = []
         self._bytes = 0
         self.count = 0
@@ -101,7 +139,7 @@ class RowGroupWriter:
     def flush(self) -> None:
         """Write the buffered rows as one row group."""
         if self._rows:
-            table = pa.Table.from_pylist(self._rows, schema=ARROW_SCHEMA)
+            table = rows_to_table(self._rows)
             self._writer.write_table(table, row_group_size=len(self._rows))
             self._rows, self._bytes = [], 0
 

@@ -123,3 +123,15 @@ def test_injection_variant_is_recorded_in_rows(resisc_root, tmp_path):
     row = rows(tmp_path / "out" / "train_1shot.parquet")[0]
     assert row["extra_info"]["prompt_variant"] == "injection"
     assert "Domain knowledge:" in row["prompt"][0]["content"] and row["prompt"][0]["content"].startswith("<image>")
+
+
+def test_fast_verify_gives_the_same_rows_for_clean_jpegs_and_still_skips_truncated(resisc_root, tmp_path):
+    run_rs("resisc45", resisc_root, tmp_path / "full", shots=[None])
+    run_rs("resisc45", resisc_root, tmp_path / "fast", shots=[None], verify="fast")
+    for name in ("train_all.parquet", "test.parquet"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "fast" / name).read_bytes()
+    root = _copy(resisc_root, tmp_path)
+    add_bad_images(root / "NWPU-RESISC45" / "airport")
+    report = run_rs("resisc45", root, tmp_path / "out", shots=[None], verify="fast", on_error="skip")
+    assert report["skipped"]["by_reason"] == {"corrupt_image": 2} and report["verify"] == "fast"
+    assert report["converted"] == {"16bit->rgb": 1, "cmyk->rgb": 1, "grayscale->rgb": 1, "palette->rgb": 1}

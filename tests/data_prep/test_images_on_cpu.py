@@ -110,3 +110,23 @@ def test_48_bit_rgb_png_is_counted_and_reencoded_as_8_bit():
     enc = encode_image_bytes(_png48(arr16), min_size=56)
     assert enc.conversions == ("16bit->rgb",) and enc.fmt == "PNG"
     assert np.asarray(_decode(enc.data))[0, 0].tolist() == [255, 100, 0]
+
+
+def test_fast_verify_checks_header_and_end_marker_and_still_converts_odd_modes():
+    from data_prep.images import quick_rgb_header
+
+    jpeg, png = _bytes(RGB, "JPEG"), _bytes(RGB, "PNG")
+    assert quick_rgb_header(jpeg) == ("JPEG", 64, 64) and quick_rgb_header(png) == ("PNG", 64, 64)
+    assert quick_rgb_header(_bytes(RGB.convert("L"), "JPEG")) is None  # 1 component -> full path
+    assert quick_rgb_header(_bytes(RGB.convert("CMYK"), "JPEG")) is None
+    assert quick_rgb_header(_bytes(RGB.convert("RGBA"), "PNG")) is None
+    for data in (jpeg, png):
+        fast = encode_image_bytes(data, 56, verify="fast")
+        assert fast.data is data and (fast.width, fast.height) == (64, 64) and fast.conversions == ()
+        cut = encode_image_bytes(data[: len(data) - 40], 56, verify="fast")
+        assert cut.data is None and cut.error_kind == "corrupt_image" and "no end marker" in cut.error
+    assert encode_image_bytes(jpeg + b"\0\0", 56, verify="fast").data is not None  # zero padding after EOI is fine
+    assert encode_image_bytes(b"\xff\xd8garbage", 56, verify="fast").error_kind == "corrupt_image"
+    assert encode_image_bytes(_bytes(RGB.convert("CMYK"), "JPEG"), 56, verify="fast").conversions == ("cmyk->rgb",)
+    small = encode_image_bytes(_bytes(RGB.resize((20, 20)), "PNG"), 56, verify="fast")
+    assert small.conversions == ("upscaled",) and _decode(small.data).size == (60, 60)

