@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
@@ -32,7 +32,7 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Pat
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
@@ -45,7 +45,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], rows: Sequence[str], columns
         columns: K+1 column names.
         path: PNG path.
     """
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=np.float64).reshape(len(rows), len(columns))
     totals = counts.sum(axis=1, keepdims=True)
     frac = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -73,7 +73,7 @@ def plot_view_accuracy(views: dict[str, dict[str, Any]], path: str) -> Path:
         views: metrics.json's "views": {view: {"accuracy", "agreement_with_original"?, ...}}.
         path: PNG path.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = list(views)
     acc = [_num(views[v].get("accuracy")) for v in names]
     agree = [_num(views[v].get("agreement_with_original")) for v in names]
