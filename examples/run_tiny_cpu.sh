@@ -58,4 +58,5 @@ fi
     trainer.total_training_steps="${STEPS}" \
     trainer.experiment_name="${EXPERIMENT_NAME}" \
     trainer.default_local_dir="${CKPT_DIR}" \
+    hydra.run.dir="${WORK_DIR}/hydra" \
     "$@"

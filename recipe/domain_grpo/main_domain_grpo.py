@@ -32,8 +32,10 @@ Hook (b), the v1 trainer mode: any class registered with verl's own decorator, s
     trainer.v1.trainer_mode: domain_sync
 
   The registering module must be imported in the TaskRunner process: list it in
-  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` (comma-separated; default ``verl_ext``),
-  which verl imports at ``import verl`` in every Ray process and this entry point imports in the driver.
+  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` (default ``verl_ext``; with the CPU
+  stand-ins ``verl_ext.cpu``, which imports ``verl_ext`` too), which verl imports at ``import verl`` in every Ray
+  process and this entry point imports in the driver. A list is accepted, e.g.
+  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=[verl_ext.cpu,recipe.domain_grpo.trainer]``.
   Trap: verl compares ``self.trainer_mode`` with the string ``"sync"`` (trainer_base.py:153 replay buffer,
   731 dataloader refill, 902/912/1004/1499 checkpoint/TQ state), so a new name gets the async replay buffer and
   ``gen_batch_size=1``. A synchronous domain trainer keeps sync semantics by overriding the attribute::
@@ -55,7 +57,7 @@ from __future__ import annotations
 import os
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Env vars that select verl plugins; they must be set in this process before verl resolves its platform.
 PLUGIN_ENV_VARS = ("VERL_PLATFORM", "VERL_USE_EXTERNAL_MODULES")
@@ -67,9 +69,14 @@ def export_plugin_env(config: DictConfig) -> list[str]:
 
     The Ray workers get them from ``ray_init.runtime_env.env_vars`` (verl imports ``VERL_USE_EXTERNAL_MODULES`` at
     ``import verl``); the driver, which has usually imported verl already (Hydra's config search path), needs both the
-    variables (read when verl first resolves its platform) and the imports. Returns the imported module names.
+    variables (read when verl first resolves its platform) and the imports. ``VERL_USE_EXTERNAL_MODULES`` may be given
+    as a list (``...VERL_USE_EXTERNAL_MODULES=[verl_ext.cpu,recipe.domain_grpo.trainer]``); it is joined with commas in
+    ``config`` too, since Ray env vars are strings. Returns the imported module names.
     """
     env_vars = OmegaConf.select(config, RUNTIME_ENV_VARS_KEY, default=None) or {}
+    modules_value = env_vars.get("VERL_USE_EXTERNAL_MODULES")
+    if isinstance(modules_value, ListConfig | list | tuple):
+        env_vars["VERL_USE_EXTERNAL_MODULES"] = ",".join(str(name) for name in modules_value)
     for key in PLUGIN_ENV_VARS:
         if env_vars.get(key) is not None:
             os.environ[key] = str(env_vars[key])

@@ -130,6 +130,15 @@ def test_export_plugin_env_sets_driver_env_and_imports_modules(monkeypatch: pyte
     assert export_plugin_env(config) == ["verl_ext.cpu"]
     assert os.environ["VERL_USE_EXTERNAL_MODULES"] == "verl_ext.cpu"
     assert "VERL_PLATFORM" not in os.environ
+    monkeypatch.setenv("VERL_PLATFORM", "unset-by-test")  # restored by monkeypatch after the test
+    listed = _compose(
+        "stand_in=cpu_tiny",
+        "actor_rollout_ref.model.path=/m",
+        "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=[verl_ext.cpu,verl_ext.registry]",
+    )
+    assert export_plugin_env(listed) == ["verl_ext.cpu", "verl_ext.registry"]
+    assert listed.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_ext.cpu,verl_ext.registry"
+    assert os.environ["VERL_PLATFORM"] == "cpu"
     bad = OmegaConf.create(
         {"ray_kwargs": {"ray_init": {"runtime_env": {"env_vars": {"VERL_USE_EXTERNAL_MODULES": "no_such_mod"}}}}}
     )
