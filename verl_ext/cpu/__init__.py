@@ -11,8 +11,8 @@ owns each registry (``_import_hooks.when_imported``), so that this ``__init__`` 
   (``hf_rollout``), selected by ``actor_rollout_ref.rollout.name=hf``.
 
 Every verl process must import it: set ``VERL_USE_EXTERNAL_MODULES=verl_ext.cpu`` and ``VERL_PLATFORM=cpu`` in the
-driver and in ``ray_kwargs.ray_init.runtime_env.env_vars`` (``recipe/domain_grpo/config/cpu_tiny.yaml`` does both:
-the recipe entry point exports that config's env vars to its own process before verl resolves its platform).
+driver and in ``ray_kwargs.ray_init.runtime_env.env_vars``. ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml`` does
+both: the recipe entry point exports that config's env vars to its own process before verl resolves its platform.
 Registering is harmless on a GPU machine: nothing is selected unless those settings ask for it.
 """
 

@@ -15,8 +15,8 @@ weight sync and TransferQueue path stay verl's own:
   ``rollout.engine_kwargs.hf.banned_tokens`` (default: Qwen2.5-VL's vision tokens) are never sampled: a random-weight
   policy that emits ``<|image_pad|>`` breaks the agent loop's position-id recomputation.
 
-Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/cpu_tiny.yaml``). Hybrid mode with
-``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
+Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml``). Hybrid
+mode with ``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
 """
 
 from __future__ import annotations
