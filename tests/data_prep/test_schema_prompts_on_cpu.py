@@ -111,3 +111,20 @@ def test_every_dataset_has_a_whitelist_and_left_right_subsets_never_hflip():
         assert not {"hflip", "rot90", "rot180", "rot270"} & set(allowed_transforms(flag))
     with pytest.raises(KeyError):
         allowed_transforms("mnist")
+
+
+def test_readme_whitelist_table_matches_the_code():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "data_prep" / "README.md").read_text()
+    table = text.split("## Transform whitelists")[1].split("## Images")[0]
+    seen = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("dataset", "---"):
+            continue
+        for name in cells[0].split(", "):
+            dataset = name if "/" in name or not name.endswith("mnist") else f"medmnist/{name}"
+            assert tuple(cells[1].split(", ")) == allowed_transforms(dataset), dataset
+            seen.add(dataset)
+    assert seen == set(known_datasets())
