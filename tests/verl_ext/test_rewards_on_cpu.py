@@ -195,3 +195,16 @@ def test_oc_agreement(a: str, b: str, expected: float) -> None:
 def test_oc_agreement_multi_label() -> None:
     assert oc_agreement(resp("mass; effusion"), resp("effusion, mass"), CHEST, multi_label=True) == 1.0
     assert oc_agreement(resp("mass"), resp("effusion, mass"), CHEST, multi_label=True) == 0.0
+
+
+def test_loads_through_verls_custom_reward_loader() -> None:
+    """verl 0.9.1's own loader (reward.custom_reward_function.{path,name,reward_kwargs}) and call convention."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    import verl_ext.rewards as rewards
+
+    cfg = {"path": rewards.__file__, "name": "compute_score", "reward_kwargs": {"acc_weight": 2.0}}
+    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": cfg}}))
+    out = fn(data_source="ucm", solution_str=resp("Beach"), ground_truth="beach", extra_info={"class_names": UCM})
+    assert out == {"score": 3.0, "acc": 1.0, "format": 1.0, "answer_valid": 1.0}  # 2*1 + 1*1

@@ -76,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.transforms.strip().lower() in ("", "none"):
         transforms = []
     else:
-        transforms = runner.check_transforms([t.strip() for t in args.transforms.split(",") if t.strip()])
+        try:
+            transforms = runner.check_transforms([t.strip() for t in args.transforms.split(",") if t.strip()])
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
     start = time.time()
-    backend = make_backend(args.backend, args.model, **backend_kwargs(args))
+    try:
+        backend = make_backend(args.backend, args.model, **backend_kwargs(args))
+    except RuntimeError as err:  # e.g. vLLM not installed
+        raise SystemExit(f"error: {err}") from None
     views = [runner.IDENTITY, *transforms]
     total = sum(runner.view_allowed(r, v) for r in rows for v in views) * (1 if args.no_distributions else 2)
     with tqdm(total=total, desc="evaluate (views)", disable=args.no_progress, file=sys.stderr) as bar:

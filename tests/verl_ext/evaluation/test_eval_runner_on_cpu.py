@@ -9,6 +9,7 @@ import pytest
 from eval_rows import UCM_VOCAB, make_row, write_rows
 
 from verl_ext.evaluation import runner
+from verl_ext.evaluation.__main__ import main
 from verl_ext.evaluation.backends import make_backend
 from verl_ext.transforms import apply_transform
 
@@ -99,9 +100,14 @@ def test_helpers() -> None:
         runner.check_transforms(["rot45"])
 
 
-def test_vllm_absent_is_a_clear_error(monkeypatch) -> None:
+def test_vllm_absent_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    data = write_rows(tmp_path / "t.parquet", [make_row(0, "beach", UCM_VOCAB, None)])
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(RuntimeError, match="vLLM"):
         make_backend("vllm", "/nonexistent")
+    with pytest.raises(SystemExit, match="vLLM package"):
+        main(["--model", "/nonexistent", "--data", str(data), "--out", str(tmp_path / "o"), "--backend", "vllm"])
+    with pytest.raises(SystemExit, match="unknown transform"):
+        main(["--model", "/nonexistent", "--data", str(data), "--out", str(tmp_path / "o"), "--transforms", "rot45"])
     with pytest.raises(ValueError, match="unknown backend"):
         make_backend("onnx", "/nonexistent")
