@@ -80,7 +80,7 @@ def resolve_trainer_cls(config: DictConfig) -> type[PPOTrainer]:
 class _DomainTaskRunner(TaskRunnerV1.__ray_actor_class__):
     """``TaskRunnerV1`` whose ``run`` builds the trainer from :func:`resolve_trainer_cls`.
 
-    Same sequence as ``TaskRunnerV1.run`` (verl/trainer/main_ppo.py:135-165): TransferQueue up, trainer ``init``,
+    Same sequence as ``TaskRunnerV1.run`` (verl/trainer/main_ppo.py:133-165): TransferQueue up, trainer ``init``,
     agent loop manager (inherited ``init_agent_loop_manager``), ``fit``, then tracker and TransferQueue shutdown.
     """
 
