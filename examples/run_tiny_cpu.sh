@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GRPO with verl 0.9.1's own trainer loop on CPU, tiny random Qwen2.5-VL, tiny image task (demo / smoke test).
+# Domain-Aware GRPO with verl 0.9.1's own trainer loop on CPU, tiny random Qwen2.5-VL, tiny image task (demo / smoke test).
 #
 #   bash examples/run_tiny_cpu.sh                       # 2 steps, files under ${WORK_DIR}
 #   STEPS=5 N=8 bash examples/run_tiny_cpu.sh trainer.save_freq=5   # extra args are Hydra overrides
@@ -19,7 +19,7 @@ VAL_FILES="${VAL_FILES:-${DATA_DIR}/val.parquet}"
 REWARD_FN_PATH="${REWARD_FN_PATH:-${REPO_DIR}/verl_ext/cpu/tiny_task.py}"
 # compute_dense_score: a random-weight model scores 0 under the exact-match compute_score (no gradient at all).
 REWARD_FN_NAME="${REWARD_FN_NAME:-compute_dense_score}"
-ADV_ESTIMATOR="${ADV_ESTIMATOR:-grpo}"
+ADV_ESTIMATOR="${ADV_ESTIMATOR:-domain_grpo}"
 N="${N:-4}"
 STEPS="${STEPS:-2}"
 BATCH_SIZE="${BATCH_SIZE:-2}"

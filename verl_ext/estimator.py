@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,12 @@ class DomainAdvantageInputs:
     Attributes:
         consistency: `[batch]` D_i ∈ [0, 1] in the batch's row order, or None when reward shaping is off
             (then `domain_grpo` returns GRPO's advantages unchanged).
+        stats: filled by the estimator: `advantage_abs_change_max`, max |A_i^d − A_i| over the batch (0.0 exactly when
+            the result is GRPO's), for the trainer's metrics.
     """
 
     consistency: torch.Tensor | None
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 _INPUTS: contextvars.ContextVar[DomainAdvantageInputs | None] = contextvars.ContextVar("domain_inputs", default=None)
@@ -93,8 +96,8 @@ def compute_domain_grpo_outcome_advantage(
     """
     from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage  # lazy: verl imports Ray
 
+    inputs = _INPUTS.get()
     if domain_consistency is None:
-        inputs = _INPUTS.get()
         if inputs is None:
             raise RuntimeError(
                 "algorithm.adv_estimator=domain_grpo needs each sample's domain consistency D_i, which the "
@@ -113,7 +116,10 @@ def compute_domain_grpo_outcome_advantage(
         config=config,
     )  # [batch, response_len] each; GRPO returns the same tensor twice
     if domain_consistency is None:
-        return advantages, returns
-    weights = consistency_weights(domain_consistency, advantages.shape[0]).to(advantages)  # [batch]
-    shaped = advantages * weights.unsqueeze(-1)  # [batch, response_len]
-    return shaped, shaped
+        shaped = advantages
+    else:
+        weights = consistency_weights(domain_consistency, advantages.shape[0]).to(advantages)  # [batch]
+        shaped = advantages * weights.unsqueeze(-1)  # [batch, response_len]
+    if inputs is not None:
+        inputs.stats["advantage_abs_change_max"] = (shaped - advantages).abs().max().item() if shaped.numel() else 0.0
+    return shaped, shaped if domain_consistency is not None else returns

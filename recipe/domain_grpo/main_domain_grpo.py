@@ -97,12 +97,14 @@ def run(config: DictConfig) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
+    from recipe.domain_grpo.startup import validate_run_config
     from recipe.domain_grpo.task_runner import DomainTaskRunner
 
     if not config.trainer.use_v1:
         raise ValueError("domain_grpo runs on verl's v1 trainer only: set trainer.use_v1=true")
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate_run_config(config)  # the domain options against estimator, group size and the training rows
     run_ppo(config, task_runner_class=DomainTaskRunner)
 
 

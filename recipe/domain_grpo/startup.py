@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from verl_ext.config import DomainConfig, validate_for_training
+from verl_ext.config import DomainConfig, DomainConfigError, validate_for_training
 
 
 def training_row_whitelists(files: str | Iterable[str]) -> list[list[str]]:
@@ -50,4 +50,21 @@ def validate_run_config(config: Any) -> DomainConfig:
         files = config.data.train_files
         whitelists = training_row_whitelists(files if isinstance(files, str) else list(files))
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
+    check_worker_support(domain)
     return domain
+
+
+def check_worker_support(domain: DomainConfig) -> None:
+    """Refuse the options `verl_ext` computes but the recipe's worker does not run yet (rather than ignore them)."""
+    for section, cfg in (("constraint", domain.constraint), ("shaping", domain.shaping)):
+        if cfg.estimator != "full":
+            raise DomainConfigError(
+                f"domain.{section}.estimator={cfg.estimator}: the recipe's worker computes full-vocabulary "
+                f"divergences only (the sampled-token estimate exists in verl_ext.domain_loss); set "
+                f"domain.{section}.estimator=full"
+            )
+    if domain.transforms.mode == "mixture":
+        raise DomainConfigError(
+            "domain.transforms.mode=mixture (one extra forward per transform) is not wired into the recipe's worker "
+            "yet; use mode=sample or mode=fixed"
+        )

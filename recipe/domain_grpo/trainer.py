@@ -1,7 +1,8 @@
 """The `domain_grpo` v1 trainer mode: verl's synchronous trainer, handing each sample's D_i to the estimator.
 
 Select it with `trainer.v1.trainer_mode=domain_grpo`. The only override is `_compute_advantage`: it reads the
-per-sample `domain_consistency` field (written by the actor worker's old-log-prob pass) from TransferQueue and opens
+per-token `domain_divergence` field (written by the actor worker's old-log-prob pass, in verl's nested token layout)
+from TransferQueue, reduces it to each sample's D_i (mean over its response tokens, capped at 1), and opens
 `verl_ext.estimator.domain_advantage_inputs` around verl's own, unchanged `_compute_advantage`.
 """
 
@@ -14,11 +15,15 @@ import transfer_queue as tq
 from omegaconf import OmegaConf
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.workers.utils.padding import response_from_nested
 
 from verl_ext.config import DomainConfig
+from verl_ext.divergences import per_sample_mean
 from verl_ext.estimator import consistency_weights, domain_advantage_inputs
+from verl_ext.transforms import TRANSFORM_NAMES
 
-CONSISTENCY_FIELD = "domain_consistency"
+DIVERGENCE_FIELD = "domain_divergence"
+TRANSFORM_ID_FIELD = "domain_transform_id"
 TRAINER_MODE = "domain_grpo"
 
 
@@ -29,6 +34,23 @@ def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
         "domain/js_mean": consistency.float().mean().item(),
         "domain/consistency_weight_mean": weights.float().mean().item(),
     }
+
+
+def transform_counts(transform_ids: torch.Tensor) -> dict[str, int]:
+    """`domain/transform_count/<name>`: how many samples of the batch used each transform (ids `[batch]`)."""
+    counts = torch.bincount(transform_ids.reshape(-1).long(), minlength=len(TRANSFORM_NAMES))
+    return {f"domain/transform_count/{name}": int(c) for name, c in zip(TRANSFORM_NAMES, counts.tolist()) if c}
+
+
+def sample_consistency(per_token: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """D_i of eq. (4) from the worker's per-token divergence (nested, whole sequence) -> `[batch]` in [0, 1].
+
+    Note:
+        JS is already in [0, 1]; a KL (`domain.shaping.divergence=kl`) is capped as min(KL, 1).
+    """
+    padded = response_from_nested(per_token, response_mask).to_padded_tensor(0.0)  # [batch, response_len]
+    mask = response_mask.to_padded_tensor(0) if response_mask.is_nested else response_mask  # [batch, response_len]
+    return per_sample_mean(padded.float(), mask.float()).clamp(0.0, 1.0)
 
 
 @register_trainer(TRAINER_MODE)
@@ -52,8 +74,13 @@ class DomainGRPOTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         consistency = None
         if self.config.algorithm.adv_estimator == "domain_grpo" and self._domain_config().shaping.enable:
-            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=[CONSISTENCY_FIELD])
-            consistency = data[CONSISTENCY_FIELD].reshape(-1).float()  # [batch], in batch.keys order
+            fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_ID_FIELD]
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+            consistency = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"])  # [batch], keys order
             metrics.update(consistency_metrics(consistency))
-        with domain_advantage_inputs(consistency=consistency):
-            return super()._compute_advantage(batch, metrics)
+            metrics.update(transform_counts(data[TRANSFORM_ID_FIELD]))
+        with domain_advantage_inputs(consistency=consistency) as inputs:
+            batch = super()._compute_advantage(batch, metrics)
+        if "advantage_abs_change_max" in inputs.stats:  # domain_grpo ran: how far the shaping moved GRPO's advantages
+            metrics["domain/advantage_abs_change_max"] = inputs.stats["advantage_abs_change_max"]
+        return batch

@@ -24,20 +24,26 @@ def test_config_is_verls_ppo_trainer_plus_recipe_keys() -> None:
     from verl.utils.config import omega_conf_to_dataclass
 
     config = _compose()
-    assert config.trainer.use_v1 and config.trainer.v1.trainer_mode == "sync"
+    assert config.trainer.use_v1 and config.trainer.v1.trainer_mode == "domain_grpo"
     assert config.trainer.device == "cuda"  # the GPU path: verl's defaults
     assert OmegaConf.is_missing(config.actor_rollout_ref.rollout, "name")
-    assert config.algorithm.adv_estimator == "grpo"
+    assert config.algorithm.adv_estimator == "domain_grpo"
     assert isinstance(omega_conf_to_dataclass(config.algorithm), AlgoConfig)  # nothing added under `algorithm`
-    assert config.domain_recipe.actor_rollout_ref_worker is None
+    assert config.domain_recipe.actor_rollout_ref_worker == "recipe.domain_grpo.worker.DomainActorRolloutRefWorker"
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "domain_single_turn_agent"
+    # the YAML's `domain:` section is exactly the dataclass defaults, and the workers see the same section
     assert DomainConfig.from_dict(OmegaConf.to_container(config.domain)) == DomainConfig()
-    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_ext"
+    assert OmegaConf.to_container(config.actor_rollout_ref.domain, resolve=True) == OmegaConf.to_container(
+        config.domain
+    )
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "recipe.domain_grpo.plugins"
 
 
 def test_cpu_stand_in_overlay() -> None:
     config = _compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/models/tiny")
     env = config.ray_kwargs.ray_init.runtime_env.env_vars
-    assert (env.VERL_PLATFORM, env.VERL_USE_EXTERNAL_MODULES) == ("cpu", "verl_ext.cpu")
+    assert env.VERL_PLATFORM == "cpu"
+    assert list(env.VERL_USE_EXTERNAL_MODULES) == ["verl_ext.cpu", "recipe.domain_grpo.plugins"]
     assert config.ray_kwargs.ray_init.num_gpus == config.trainer.n_gpus_per_node == 1
     assert config.trainer.device == "cpu"
     assert config.actor_rollout_ref.rollout.name == "hf"
@@ -57,14 +63,19 @@ def _bare_trainer(trainer_cls: type, config: DictConfig):
     return trainer
 
 
-def test_default_trainer_and_worker_are_verls() -> None:
+def test_plain_verl_trainer_and_worker_when_the_hooks_are_off() -> None:
     from verl.trainer.ppo.utils import Role
     from verl.trainer.ppo.v1 import PPOTrainerSync
     from verl.workers.engine_workers import ActorRolloutRefWorker
 
     from recipe.domain_grpo.task_runner import resolve_trainer_cls
 
-    config = _compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/m")
+    config = _compose(
+        "stand_in=cpu_tiny",
+        "actor_rollout_ref.model.path=/m",
+        "trainer.v1.trainer_mode=sync",
+        "domain_recipe.actor_rollout_ref_worker=null",
+    )
     trainer_cls = resolve_trainer_cls(config)
     assert trainer_cls is PPOTrainerSync
     trainer = _bare_trainer(trainer_cls, config)

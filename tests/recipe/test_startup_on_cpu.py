@@ -51,3 +51,11 @@ def test_group_size_one_and_missing_whitelist_fail(tmp_path):
 def test_plain_grpo_with_domain_terms_off_needs_no_whitelist(tmp_path):
     off = {"shaping": {"enable": False}, "constraint": {"enable": False}}
     validate_run_config(_config(str(tmp_path / "does-not-exist.parquet"), adv="grpo", domain=off))
+
+
+def test_options_the_worker_does_not_run_are_refused(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    with pytest.raises(DomainConfigError, match="estimator=full"):
+        validate_run_config(_config(files, domain={"constraint": {"estimator": "k3"}}))
+    with pytest.raises(DomainConfigError, match="mixture"):
+        validate_run_config(_config(files, domain={"transforms": {"mode": "mixture"}}))

@@ -19,12 +19,23 @@ def test_registered_under_its_mode_name():
 
 @pytest.mark.parametrize("shaping", [True, False])
 def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping):
-    d = torch.tensor([[0.25], [0.75]])
+    # Two samples with 2 prompt + 2 response tokens each. Position i holds the divergence of the prediction of token
+    # i + 1, so the response tokens' values sit at positions 1 and 2: sample 0 -> (0.2, 0.3), mean 0.25;
+    # sample 1 -> (0.5, 1.0), mean 0.75.
+    per_token = torch.nested.nested_tensor(
+        [torch.tensor([9.0, 0.2, 0.3, 9.0]), torch.tensor([9.0, 0.5, 1.0, 9.0])], layout=torch.jagged
+    )
+    response_mask = torch.nested.nested_tensor([torch.ones(2), torch.ones(2)], layout=torch.jagged)
     seen = {}
 
     def fake_get(keys, partition_id, select_fields):
-        assert select_fields == ["domain_consistency"] and keys == ["a_0_0", "a_1_0"]
-        return {"domain_consistency": d}
+        assert select_fields == ["domain_divergence", "response_mask", "domain_transform_id"]
+        assert keys == ["a_0_0", "a_1_0"]
+        return {
+            "domain_divergence": per_token,
+            "response_mask": response_mask,
+            "domain_transform_id": torch.tensor([1, 1]),
+        }
 
     def fake_parent(self, batch, metrics):  # stands in for verl's _compute_advantage; records what it would see
         seen["inputs"] = _INPUTS.get()
@@ -42,7 +53,11 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
     if shaping:
         assert seen["inputs"].consistency.tolist() == [0.25, 0.75]
         # mean D = 0.5, mean (1 - D) = 0.5
-        assert metrics == {"domain/js_mean": 0.5, "domain/consistency_weight_mean": 0.5}
+        assert metrics == {
+            "domain/js_mean": 0.5,
+            "domain/consistency_weight_mean": 0.5,
+            "domain/transform_count/rot90": 2,  # id 1 = TRANSFORM_NAMES[1]
+        }
     else:
         assert seen["inputs"].consistency is None and metrics == {}
     assert _INPUTS.get() is None  # the context is closed afterwards

@@ -108,3 +108,14 @@ def test_missing_or_bad_consistency_fails_loudly():
     ):
         with pytest.raises(ValueError, match=match):
             compute_domain_grpo_outcome_advantage(rewards, mask, uid, domain_consistency=bad)
+
+
+def test_context_reports_how_far_shaping_moved_the_advantages():
+    rewards, mask, uid = _batch(6)
+    with domain_advantage_inputs(consistency=torch.zeros(len(uid))) as inputs:
+        compute_domain_grpo_outcome_advantage(rewards, mask, uid)
+    assert inputs.stats["advantage_abs_change_max"] == 0.0
+    with domain_advantage_inputs(consistency=torch.full((len(uid),), 0.5)) as inputs:
+        adv, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid)
+    # A^d = A / 2, so the largest change is half the largest |A^d| * 2 = max |A^d|
+    assert inputs.stats["advantage_abs_change_max"] == pytest.approx(adv.abs().max().item(), rel=1e-6)

@@ -1,0 +1,82 @@
+"""Micro-batch plumbing of the transformed view, in verl 0.9.1's own layouts (nested/jagged TensorDicts).
+
+- `transformed_micro_batch`: the actor's micro-batch with the transformed view's multi-modal inputs and position ids
+  (from the agent loop's `extra_fields["domain_view"]`) in place of the original view's; token ids, masks and every
+  other field are shared, so the response is teacher-forced identically.
+- `response_position_mask`: which positions of the packed token stream carry the logits of response tokens — found by
+  running verl's own `no_padding_2_padding` (the function that slices log-probs) on the position indices.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from tensordict.tensorclass import NonTensorData, NonTensorStack
+from verl.workers.utils.padding import no_padding_2_padding
+
+VIEW_KEY = "domain_view"
+
+
+def _per_sample(value) -> list:
+    """A per-sample non-tensor field of a micro-batch as a Python list."""
+    if isinstance(value, NonTensorStack):
+        return [v.data if isinstance(v, NonTensorData) else v for v in value.tolist()]
+    if isinstance(value, NonTensorData):
+        return list(value.data)
+    return list(value)
+
+
+def domain_views(data: TensorDict) -> list[dict]:
+    """Each sample's transformed view (`extra_fields["domain_view"]`); raises if a sample has none."""
+    views = []
+    for i, extra in enumerate(_per_sample(data["extra_fields"])):
+        view = (extra or {}).get(VIEW_KEY)
+        if view is None:
+            raise RuntimeError(
+                f"sample {i} of the micro-batch has no transformed view: set "
+                "actor_rollout_ref.rollout.agent.default_agent_loop=domain_single_turn_agent"
+            )
+        views.append(view)
+    return views
+
+
+def transformed_micro_batch(data: TensorDict) -> TensorDict:
+    """Shallow copy of `data` whose `multi_modal_inputs` and `position_ids` are the transformed view's."""
+    views = domain_views(data)
+    out = data.copy()
+    originals = _per_sample(data["multi_modal_inputs"])
+    mm_inputs = []
+    for original, view in zip(originals, views, strict=True):
+        mm = dict(original)
+        mm["pixel_values"] = view["pixel_values"]
+        mm["image_grid_thw"] = view["image_grid_thw"]
+        mm_inputs.append(mm)
+    out["multi_modal_inputs"] = NonTensorStack(*mm_inputs)
+    position_ids = data["position_ids"]
+    new_rows = [torch.as_tensor(view["position_ids"]).to(position_ids.device) for view in views]  # each (4, L_i)
+    out["position_ids"] = _like_position_ids(position_ids, new_rows)
+    return out
+
+
+def _like_position_ids(original: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample `(4, L_i)` position ids in the same (nested or padded) layout as `original`."""
+    if original.is_nested:
+        return (
+            torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+            if original.layout == torch.jagged
+            else (torch.nested.nested_tensor(rows))
+        )
+    padded = torch.zeros_like(original)  # (bsz, 4, max_len)
+    for i, row in enumerate(rows):
+        padded[i, :, : row.shape[-1]] = row
+    return padded
+
+
+def response_position_mask(data: TensorDict, total_nnz: int) -> torch.Tensor:
+    """`[total_nnz]` bool: the packed positions whose logits predict a response token (verl's own slicing)."""
+    index = torch.arange(total_nnz, device=data["responses"].device if "responses" in data else None)
+    positions = no_padding_2_padding(index, data)  # [bsz, max_response_len]
+    response_mask = data.select("response_mask").to_padded_tensor()["response_mask"].bool()  # [bsz, max_response]
+    mask = torch.zeros(total_nnz, dtype=torch.bool, device=index.device)
+    mask[positions[response_mask[:, : positions.shape[1]]]] = True
+    return mask

@@ -1,0 +1,131 @@
+"""Actor worker of Domain-Aware GRPO: verl's `ActorRolloutRefWorker` plus the transformed view's forward pass.
+
+Selected with `domain_recipe.actor_rollout_ref_worker=recipe.domain_grpo.worker.DomainActorRolloutRefWorker`.
+
+How the second view runs inside verl's own engine, without copying it: verl's FSDP engine hands the full logits of each
+micro-batch to a "logits processor" — the hook top-k distillation uses (`distillation_use_topk`), with the installed
+loss function as the processor. `DomainLoss` is that loss function. Called as the processor with the original view's
+logits, it runs the same engine methods (`prepare_model_inputs` → `module` → `prepare_model_outputs`) on a copy of
+the micro-batch whose multi-modal inputs and position ids are the transformed view's (prepared by the agent loop),
+and returns the per-token divergence between the views in verl's own token layout. Called as the loss, it adds
+λ · agg_loss(divergence) to verl's `ppo_loss`. One backward covers both views; FSDP and the rollout are untouched.
+
+- old-log-prob pass (`compute_log_prob`, no gradient, rollout policy): the per-token D(π^D ‖ π) of
+  `domain.shaping` → the field `domain_divergence` in TransferQueue → the trainer mode's D_i.
+- update (`update_actor`): the DC term of `domain.constraint` in the same micro-batches, one backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.utils import tensordict_utils as tu
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.engine_workers import ActorRolloutRefWorker
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+from recipe.domain_grpo.micro_batch import domain_views, response_position_mask, transformed_micro_batch
+from verl_ext.config import DomainConfig
+from verl_ext.divergences import full_vocab_divergence, full_vocab_divergences
+from verl_ext.transforms import TRANSFORM_NAMES
+
+DIVERGENCE_KEY = "domain_divergence"
+TRANSFORM_ID_KEY = "domain_transform_id"  # index into verl_ext.transforms.TRANSFORM_NAMES, one per sample
+PASS_KEY = "domain_pass"  # "consistency" (old-log-prob pass) or "constraint" (update)
+
+
+class DomainLoss:
+    """verl's `ppo_loss` plus the DC term; also the logits processor that runs the transformed view."""
+
+    def __init__(self, actor_config: Any, domain: DomainConfig, engine: Any) -> None:
+        self.actor_config, self.domain, self.engine = actor_config, domain, engine
+
+    def __call__(self, *, data: TensorDict, model_output: dict | None = None, dp_group: Any = None, **kwargs: Any):
+        if "student_logits" in kwargs:  # verl's engine calls the loss function as its logits processor first
+            return self.process_logits(kwargs["student_logits"], data)
+        if tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None) == "consistency":
+            return torch.zeros((), device=next(iter(model_output.values())).device), {}
+        loss, metrics = ppo_loss(self.actor_config, model_output, data, dp_group)
+        if DIVERGENCE_KEY in model_output and self.domain.constraint.active:
+            per_token = no_padding_2_padding(model_output[DIVERGENCE_KEY], data)  # [bsz, response_len]
+            mask = data.select("response_mask").to_padded_tensor()["response_mask"].to(per_token.dtype)
+            mode = self.domain.constraint.loss_agg_mode or self.actor_config.loss_agg_mode
+            divergence = agg_loss(per_token, mask, mode, **self.actor_config.global_batch_info)  # scalar
+            loss = loss + self.domain.constraint.weight * divergence
+            metrics["actor/domain_loss"] = Metric(value=divergence.detach(), aggregation=AggregationType.MEAN)
+        return loss, metrics
+
+    def process_logits(self, student_logits: torch.Tensor, data: TensorDict) -> dict[str, torch.Tensor]:
+        """Per-token divergence `(1, total_nnz)` between the transformed and the original view's distributions."""
+        domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
+        if domain_pass is None:
+            return {}
+        transformed_logits = self._transformed_logits(data, grad=domain_pass == "constraint")  # (1, nnz, V)
+        mask = response_position_mask(data, student_logits.shape[1]).unsqueeze(0)  # (1, nnz)
+        if domain_pass == "consistency":
+            kind = self.domain.shaping.divergence
+            out = full_vocab_divergences(transformed_logits, student_logits.detach(), mask, (kind,))[kind]
+            return {DIVERGENCE_KEY: out.float()}
+        cfg = self.domain.constraint
+        if cfg.detach_transformed:
+            transformed_logits = transformed_logits.detach()
+        out = full_vocab_divergence(transformed_logits, student_logits, mask, cfg.divergence, cfg.chunk_tokens)
+        return {DIVERGENCE_KEY: out}
+
+    def _transformed_logits(self, data: TensorDict, grad: bool) -> torch.Tensor:
+        """Run verl's own input/forward/output code on the transformed micro-batch; capture its processed logits."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(student_logits: torch.Tensor, data: TensorDict) -> dict:
+            captured["logits"] = student_logits
+            return {}
+
+        micro_batch = transformed_micro_batch(data)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            inputs, output_args = self.engine.prepare_model_inputs(micro_batch=micro_batch)
+            raw = self.engine.module(**inputs, use_cache=False)
+            self.engine.prepare_model_outputs(
+                output=raw, output_args=output_args, micro_batch=micro_batch, logits_processor_func=capture
+            )
+        return captured["logits"]
+
+
+class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
+    """`ActorRolloutRefWorker` whose actor also runs the transformed view (see the module docstring)."""
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self) -> None:
+        super().init_model()
+        section = self.config.get("domain")
+        self.domain = DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section else {})
+        if "actor" in self.role and self.domain.needs_transformed_view:
+            actor_config = self.loss_fn.keywords["config"]  # verl's partial(ppo_loss, config=actor_config)
+            self.loss_fn = DomainLoss(actor_config, self.domain, self.actor.engine)
+            self.actor.set_loss_fn(self.loss_fn)
+
+    def _mark(self, data: TensorDict, domain_pass: str) -> None:
+        tu.assign_non_tensor(data, distillation_use_topk=True, **{PASS_KEY: domain_pass})
+
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    def compute_log_prob(self, data: TensorDict) -> TensorDict:
+        if not self.domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
+            return super().compute_log_prob(data)
+        self._mark(data, "consistency")
+        tu.assign_non_tensor(data, compute_loss=True)  # so the engine calls the logits processor
+        transform_ids = torch.tensor([TRANSFORM_NAMES.index(view["transform"]) for view in domain_views(data)])
+        output = super().compute_log_prob(data)
+        if output is not None:  # (the collecting rank) which transform each sample used, for the metrics
+            output[TRANSFORM_ID_KEY] = transform_ids
+        return output
+
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
+    def update_actor(self, data: TensorDict) -> TensorDict:
+        if self.domain.constraint.active:
+            self._mark(data, "constraint")
+        return super().update_actor(data)
