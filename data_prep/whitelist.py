@@ -7,34 +7,9 @@ the table in data_prep/README.md; `knowledge` is the sentence the prompt-injecti
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
-from types import ModuleType
 
-
-def _transform_vocabulary() -> ModuleType:
-    """verl_ext/transforms.py, the shared transform vocabulary, loaded without running `verl_ext/__init__.py`.
-
-    That package's `__init__` registers the estimator and so imports verl, Ray and torch (several seconds); the
-    vocabulary module itself needs only PIL. If `verl_ext.transforms` is already imported, that module is used.
-    """
-    if "verl_ext.transforms" in sys.modules:
-        return sys.modules["verl_ext.transforms"]
-    package = importlib.util.find_spec("verl_ext")  # finds the package without executing it
-    if package is None or not package.submodule_search_locations:
-        raise ImportError("data_prep needs the verl_ext package (this repository) on the path")
-    path = next(iter(package.submodule_search_locations)) + "/transforms.py"
-    spec = importlib.util.spec_from_file_location("data_prep._verl_ext_transforms", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_vocab = _transform_vocabulary()
-TRANSFORM_NAMES: tuple[str, ...] = _vocab.TRANSFORM_NAMES
-check_transform_names = _vocab.check_transform_names
+from verl_ext.transforms import TRANSFORM_NAMES, check_transform_names  # noqa: F401  (light: torch/PIL only)
 
 ALL = TRANSFORM_NAMES  # identity, rot90, rot180, rot270, hflip, vflip
 HFLIP_ONLY = ("identity", "hflip")

@@ -23,6 +23,18 @@ def test_duplicate_registration_of_another_function_raises():
     assert core_algos.get_adv_estimator_fn("domain_grpo") is compute_domain_grpo_outcome_advantage
 
 
+def test_import_is_light_and_registers_once_verl_loads_its_registry():
+    code = (
+        "import sys, verl_ext\n"
+        "print('verl' in sys.modules, 'ray' in sys.modules)\n"
+        "from verl.trainer.ppo import core_algos\n"
+        "print(core_algos.get_adv_estimator_fn('domain_grpo').__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False", "compute_domain_grpo_outcome_advantage"]
+
+
 def test_verl_external_modules_env_registers_in_a_fresh_process():
     # What a Ray worker does: `import verl` only, with the env var set, and resolve the estimator by name.
     code = (

@@ -1,7 +1,7 @@
 """CPU stand-ins that let verl 0.9.1's own GRPO loop run on a CPU-only machine (tests and the demo only).
 
 Importing this package registers, through verl's own registries, and only at the moment verl imports the module that
-owns each registry (``_import_hooks.when_imported``), so that this ``__init__`` stays light and never imports verl:
+owns each registry (``verl_ext.import_hooks.when_imported``), so this ``__init__`` stays light (no verl import):
 
 * platform ``cpu`` in ``PlatformRegistry`` (``platform.PlatformCPU``), selected by ``VERL_PLATFORM=cpu``;
 * verl's FSDP engines under the ``cpu`` device key of ``EngineRegistry``;
@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from verl_ext.cpu._import_hooks import when_imported
+from verl_ext.import_hooks import when_imported
 
 ROLLOUT_NAME = "hf"
 _HF_ROLLOUT = "verl_ext.cpu.hf_rollout"

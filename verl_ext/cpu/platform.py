@@ -14,7 +14,7 @@ itself uses:
   ``"cpu:gloo,cpu:gloo"`` on CPU and rejected by torch ("Duplicate device type cpu"); on the cpu platform the wrapper
   passes plain ``"gloo"``. On any other platform it changes nothing.
 
-Nothing here is imported on the GPU path: ``verl_ext.cpu`` installs these lazily (see ``_import_hooks``) and only a
+Nothing here is imported on the GPU path: ``verl_ext.cpu`` installs these lazily (``verl_ext.import_hooks``); only a
 process started with ``VERL_PLATFORM=cpu`` ever selects the platform.
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from verl_ext.cpu._import_hooks import when_imported
+from verl_ext.import_hooks import when_imported
 
 
 @pytest.fixture
