@@ -6,17 +6,32 @@ Registered with verl's agent-loop registry as `domain_single_turn_agent` (select
 sample's transform and runs the model's image processor on T(x) (`verl_ext.views.transformed_view`). The result rides
 in `extra_fields["domain_view"]` to the actor's micro-batches, where the worker runs the policy on it teacher-forced
 on the same tokens. Validation samples get no transformed view.
+
+Two baseline options (`recipe/domain_grpo/augment.py`, `domain_recipe.augment` / `domain_recipe.oc`, off by default):
+`augment` (grpo_da) replaces a training prompt's images by T(x) before generation, so the actor trains on T(x) as the
+original; `oc` generates a second response on T(x) and hands its text to the reward function in
+`extra_fields["oc_transformed_response"]` (verl's reward managers merge `extra_fields` into `extra_info`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import torch
 from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
+from recipe.domain_grpo.augment import (
+    AUGMENT_TRANSFORM_KEY,
+    OC_RESPONSE_KEY,
+    OC_TRANSFORM_KEY,
+    draw_for_sample,
+    extras_from_config,
+    is_training_sample,
+    transform_images,
+)
 from verl_ext.config import DomainConfig
 from verl_ext.transforms import draw_transform
 from verl_ext.views import transformed_view
@@ -41,9 +56,58 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         super().__init__(*args, **kwargs)
         section = self.config.get("domain")
         self.domain = DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section else {})
+        self.augment, self.oc = extras_from_config(self.config)
+        self._augment_name: str | None = None  # set per call by `run`, read by `process_multi_modal_info`
+
+    async def process_multi_modal_info(self, messages: list[dict]) -> dict:
+        """verl's image extraction; with `domain_recipe.augment` on, the images are replaced by T(x)."""
+        data = await super().process_multi_modal_info(messages)
+        if self._augment_name is not None and data.get("images"):
+            data["images"] = transform_images(data["images"], self._augment_name)
+        return data
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        extra_info = kwargs.get("extra_info") or {}
+        whitelist = list(extra_info.get("transforms", []))
+        names = list(self.domain.transforms.names)
+        if self.augment.enable and is_training_sample(kwargs):  # one T per prompt: the group shares the image
+            self._augment_name = draw_for_sample(names, whitelist, self.augment.seed, f"augment:{kwargs.get('uid')}")
         output = await super().run(sampling_params, **kwargs)
+        if self._augment_name is not None:
+            output.extra_fields[AUGMENT_TRANSFORM_KEY] = self._augment_name
+        if self.oc.enable:
+            text, name = await self._oc_response(sampling_params, output, kwargs, names, whitelist)
+            output.extra_fields.update({OC_RESPONSE_KEY: text, OC_TRANSFORM_KEY: name})
+        return self._add_domain_view(output, kwargs)
+
+    async def _oc_response(
+        self,
+        sampling_params: dict[str, Any],
+        output: AgentLoopOutput,
+        kwargs: dict[str, Any],
+        names: list[str],
+        whitelist: list[str],
+    ) -> tuple[str | None, str | None]:
+        """The decoded response on T(x) and T's name; (None, None) for validation or image-less samples."""
+        images = (output.multi_modal_data or {}).get("images")
+        if not is_training_sample(kwargs) or not images:
+            return None, None
+        row_key = f"oc:{kwargs.get('uid')}_{kwargs.get('session_id', 0)}"
+        name = draw_for_sample(names, whitelist, self.domain.transforms.seed, row_key)
+        view_images = transform_images(images, name)
+        prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]), images=view_images)
+        params = dict(sampling_params)
+        if self.oc.greedy:
+            params.update(top_p=1.0, top_k=-1, temperature=0)
+        result = await self.server_manager.generate(
+            request_id=uuid4().hex, prompt_ids=prompt_ids, sampling_params=params, image_data=view_images
+        )
+        token_ids = list(result.token_ids)[: self.response_length]
+        text = await self.loop.run_in_executor(None, lambda: self.tokenizer.decode(token_ids, skip_special_tokens=True))
+        return text, name
+
+    def _add_domain_view(self, output: AgentLoopOutput, kwargs: dict[str, Any]) -> AgentLoopOutput:
+        """The DC/DR transformed view of the sample's images in `extra_fields["domain_view"]` (when needed)."""
         images = (output.multi_modal_data or {}).get("images")
         if not self.domain.needs_transformed_view or kwargs.get("validate", False) or not images:
             return output

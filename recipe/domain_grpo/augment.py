@@ -1,0 +1,165 @@
+"""Agent-loop options of two baselines: GRPO + data augmentation (`grpo_da`) and the output-level constraint (`oc`).
+
+Config (recipe plumbing, not a method option of `domain:`; set by `config/method/grpo_da.yaml` / `oc.yaml`)::
+
+    domain_recipe:
+      augment: {enable, seed}           # grpo_da: generate (and train) on T(x) instead of x
+      oc: {enable, weight, greedy}      # oc: a 2nd response on T(x); reward + weight · agreement(answer x, answer T(x))
+
+Both draw T from the row's whitelist (`extra_info.transforms`) ∩ `domain.transforms.names` (identity excluded), with
+`verl_ext.transforms.draw_transform`. verl 0.9.1 hands an agent loop neither the global step nor the validate flag
+(its kwargs are the dataset row + `uid`/`session_id`), so: the draw is keyed by `uid` (a fresh uuid4 per prompt and
+step in verl's trainer, so a new draw each step, not reproducible across runs; `seed` is mixed in), and a row counts
+as validation when its `extra_info.split` (written by data_prep) is not "train" — validation rows are never
+augmented and get no OC response.
+
+How OC reaches the reward: the agent loop puts the decoded T(x) response in `extra_fields["oc_transformed_response"]`;
+verl's reward loop sends `extra_fields` as `tool_extra_fields`, and its reward managers (naive, limited, remote) merge
+them into the `extra_info` given to the custom reward function (`recipe/domain_grpo/oc_reward.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from verl_ext.transforms import apply_transform, draw_transform
+
+OC_RESPONSE_KEY = "oc_transformed_response"
+OC_TRANSFORM_KEY = "oc_transform"
+AUGMENT_TRANSFORM_KEY = "augment_transform"
+OC_REWARD_FILE = "oc_reward.py"
+
+
+class AgentExtrasConfigError(ValueError):
+    """A `domain_recipe.augment` / `domain_recipe.oc` setting is invalid; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """`domain_recipe.augment`: GRPO + data augmentation (the `grpo_da` baseline).
+
+    Attributes:
+        enable: replace each training prompt's images by T(x) before generation; the actor then trains on T(x)
+            as if it were the original (all G responses of a prompt see the same T).
+        seed: mixed into the per-prompt draw.
+    """
+
+    enable: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputConstraintConfig:
+    """`domain_recipe.oc`: output-level constraint (the `oc` baseline, paper Table 7).
+
+    Attributes:
+        enable: generate a second response on T(x) for every training response and reward answer agreement.
+        weight: reward += weight · oc_agreement(answer on x, answer on T(x)) (`verl_ext.rewards.oc_agreement`).
+        greedy: the T(x) response is greedy (temperature 0); false samples it with the rollout's parameters.
+    """
+
+    enable: bool = False
+    weight: float = 1.0
+    greedy: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise AgentExtrasConfigError(f"domain_recipe.oc.weight={self.weight} must be >= 0")
+
+
+def _section(cls: type, key: str, values: Mapping[str, Any] | None) -> Any:
+    """Build `cls` from a mapping, naming unknown keys."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise AgentExtrasConfigError(f"domain_recipe.{key}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def extras_from_config(config: Any) -> tuple[AugmentConfig, OutputConstraintConfig]:
+    """Parse `domain_recipe.augment` and `domain_recipe.oc` from the run config (absent sections: off)."""
+    from omegaconf import OmegaConf
+
+    recipe = config.get("domain_recipe") or {}
+    plain = OmegaConf.to_container(recipe, resolve=True) if OmegaConf.is_config(recipe) else dict(recipe)
+    augment = _section(AugmentConfig, "augment", plain.get("augment"))
+    oc = _section(OutputConstraintConfig, "oc", plain.get("oc"))
+    if augment.enable and oc.enable:
+        raise AgentExtrasConfigError("domain_recipe.augment.enable and domain_recipe.oc.enable: choose one baseline")
+    return augment, oc
+
+
+def validate_agent_extras(config: Any, row_whitelists: Sequence[Sequence[str]] | None = None) -> None:
+    """Start-up checks of the two options against the rest of the run; raises `AgentExtrasConfigError`.
+
+    Args:
+        config: the full run config.
+        row_whitelists: each training row's `extra_info.transforms` (`startup.training_row_whitelists`); each row
+            must allow at least one configured non-identity transform.
+    """
+    augment, oc = extras_from_config(config)
+    if not (augment.enable or oc.enable):
+        return
+    key = "augment" if augment.enable else "oc"
+    loop = str(config.actor_rollout_ref.rollout.agent.default_agent_loop)
+    if loop != "domain_single_turn_agent":
+        raise AgentExtrasConfigError(
+            f"domain_recipe.{key}.enable=true runs in the recipe's agent loop: set "
+            f"actor_rollout_ref.rollout.agent.default_agent_loop=domain_single_turn_agent (got {loop})"
+        )
+    names = [str(n) for n in config.domain.transforms.names]
+    for i, allowed in enumerate(row_whitelists or []):
+        if not candidate_transforms(names, allowed):
+            raise AgentExtrasConfigError(
+                f"domain_recipe.{key}: training row {i} allows {sorted(allowed)}, none of domain.transforms.names="
+                f"{names}; set domain.transforms.names to transforms the dataset allows (data_prep/README.md)"
+            )
+    if oc.enable:
+        path = config.reward.custom_reward_function.get("path")
+        if path is None or Path(str(path)).name != OC_REWARD_FILE:
+            raise AgentExtrasConfigError(
+                f"domain_recipe.oc.enable=true needs reward.custom_reward_function.path=recipe/domain_grpo/"
+                f"{OC_REWARD_FILE} (it adds the agreement term; got {path})"
+            )
+
+
+def candidate_transforms(names: Sequence[str], row_whitelist: Sequence[str]) -> list[str]:
+    """The configured non-identity transforms this row allows (configured order)."""
+    allowed = set(row_whitelist)
+    return [n for n in names if n in allowed and n != "identity"]
+
+
+def is_training_sample(kwargs: Mapping[str, Any]) -> bool:
+    """Whether an agent-loop call is a training rollout: no truthy `validate` kwarg and `extra_info.split` is
+    "train" or absent (verl does not pass the validate flag to agent loops; data_prep writes `split`)."""
+    if kwargs.get("validate", False):
+        return False
+    split = (kwargs.get("extra_info") or {}).get("split")
+    return split is None or str(split) == "train"
+
+
+def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: int, key: str) -> str:
+    """One transform for a sample: uniform over `candidate_transforms`, deterministic in (seed, key).
+
+    Raises:
+        AgentExtrasConfigError: the row allows none of `names`.
+    """
+    candidates = candidate_transforms(names, row_whitelist)
+    if not candidates:
+        raise AgentExtrasConfigError(
+            f"row allows {sorted(row_whitelist)}, none of domain.transforms.names={list(names)}; "
+            "set domain.transforms.names to transforms the dataset allows"
+        )
+    return draw_transform(candidates, seed, 0, key)
+
+
+def transform_images(images: Sequence[Image.Image], name: str) -> list[Image.Image]:
+    """Every image of a sample transformed by `name` (lossless pixel permutations)."""
+    return [apply_transform(image, name) for image in images]
