@@ -1,6 +1,17 @@
-"""Test-wide settings: everything offline and deterministic."""
+"""Test-wide settings (everything offline and deterministic) and the fixture that runs verl's loop on CPU."""
 
+from __future__ import annotations
+
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
@@ -10,3 +21,60 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_key, _value)
+
+REPO = Path(__file__).resolve().parents[1]
+LOOP_TIMEOUT_S = 900
+
+
+def _run_tiny_training(tmp_path: Path, steps: int, overrides: list[str]) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run `recipe.domain_grpo.main_domain_grpo stand_in=cpu_tiny` for `steps` steps on the tiny model and task.
+
+    Returns the finished process (output in `.stdout`) and verl's file-logger metrics as {step: {key: value}}.
+    """
+    from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
+    from verl_ext.cpu.tiny_task import build_tiny_task
+
+    model_dir = build_tiny_model_dir(tmp_path / "model")
+    train, val = build_tiny_task(tmp_path / "data")
+    command = [
+        sys.executable,
+        "-m",
+        "recipe.domain_grpo.main_domain_grpo",
+        "stand_in=cpu_tiny",
+        f"actor_rollout_ref.model.path={model_dir}",
+        f"data.train_files={train}",
+        f"data.val_files={val}",
+        f"reward.custom_reward_function.path={REPO / 'verl_ext/cpu/tiny_task.py'}",
+        "reward.custom_reward_function.name=compute_dense_score",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        *overrides,
+    ]
+    metrics_path = tmp_path / "metrics.jsonl"
+    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_path), PYTHONUNBUFFERED="1")
+    start = time.monotonic()
+    # Own session: on timeout the whole tree (Ray's local cluster included) is killed.
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=LOOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"training did not finish in {LOOP_TIMEOUT_S} s; log tail:\n{out[-4000:]}")
+    (tmp_path / "train.log").write_text(out)
+    print(f"{steps} steps on CPU in {time.monotonic() - start:.0f} s")
+    metrics = {}
+    if metrics_path.exists():
+        for line in metrics_path.read_text().splitlines():
+            record = json.loads(line)
+            metrics[record["step"]] = record["data"]
+    return subprocess.CompletedProcess(command, proc.returncode, out), metrics
+
+
+@pytest.fixture
+def run_tiny_training() -> Callable[..., tuple[subprocess.CompletedProcess, dict]]:
+    """`run_tiny_training(tmp_path, steps, overrides)`: verl's loop on CPU, tiny Qwen2.5-VL (`_run_tiny_training`)."""
+    return _run_tiny_training

@@ -7,13 +7,7 @@ About 2 minutes and ~8 GB RAM on 2 cores.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,72 +15,31 @@ import torch
 from safetensors.torch import load_file
 
 from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
-from verl_ext.cpu.tiny_task import build_tiny_task
 
-REPO = Path(__file__).resolve().parents[3]
-TIMEOUT_S = 900
 STEPS = 2
 
 
-def _run_training(tmp_path: Path) -> tuple[subprocess.CompletedProcess, float]:
-    model_dir = build_tiny_model_dir(tmp_path / "model")
-    train, val = build_tiny_task(tmp_path / "data")
-    command = [
-        sys.executable,
-        "-m",
-        "recipe.domain_grpo.main_domain_grpo",
-        "stand_in=cpu_tiny",
-        "algorithm.adv_estimator=grpo",
-        f"actor_rollout_ref.model.path={model_dir}",
-        f"data.train_files={train}",
-        f"data.val_files={val}",
-        f"reward.custom_reward_function.path={REPO / 'verl_ext/cpu/tiny_task.py'}",
-        "reward.custom_reward_function.name=compute_dense_score",
-        f"trainer.total_training_steps={STEPS}",
-        f"trainer.save_freq={STEPS}",
-        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
-        "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
-        # no weight decay: any weight that changed was moved by a gradient
-        "actor_rollout_ref.actor.optim.weight_decay=0.0",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
-    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(tmp_path / "metrics.jsonl"), PYTHONUNBUFFERED="1")
-    start = time.monotonic()
-    # Own session: on timeout the whole tree (Ray's local cluster included) is killed.
-    proc = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"training did not finish in {TIMEOUT_S} s; log tail:\n{out[-4000:]}")
-    (tmp_path / "train.log").write_text(out)
-    return subprocess.CompletedProcess(command, proc.returncode, out), time.monotonic() - start
-
-
-def _metrics(path: Path) -> dict[int, dict]:
-    steps = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        steps[record["step"]] = record["data"]
-    return steps
-
-
 @pytest.mark.slow
-def test_two_grpo_steps_train_the_actor(tmp_path: Path) -> None:
-    result, wall = _run_training(tmp_path)
-    print(f"two GRPO steps on CPU: {wall:.0f} s")
+def test_two_grpo_steps_train_the_actor(tmp_path: Path, run_tiny_training) -> None:
+    # Plain GRPO through verl's own trainer mode, worker and agent loop: only the CPU stand-ins are ours.
+    result, metrics = run_tiny_training(
+        tmp_path,
+        STEPS,
+        [
+            "algorithm.adv_estimator=grpo",
+            "domain.constraint.enable=false",
+            "domain.shaping.enable=false",
+            "trainer.v1.trainer_mode=sync",
+            "domain_recipe.actor_rollout_ref_worker=null",
+            "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
+            f"trainer.save_freq={STEPS}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
+            # no weight decay: any weight that changed was moved by a gradient
+            "actor_rollout_ref.actor.optim.weight_decay=0.0",
+        ],
+    )
     assert result.returncode == 0, result.stdout[-6000:]
 
-    metrics = _metrics(tmp_path / "metrics.jsonl")
     assert sorted(metrics) == list(range(1, STEPS + 1))
     for step, values in metrics.items():
         for key in ("actor/pg_loss", "actor/grad_norm", "actor/entropy", "critic/score/mean", "critic/advantages/max"):
