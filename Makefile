@@ -32,7 +32,7 @@ test-fast: venv
 	$(PY) -m pytest tests -q -m "not slow"
 
 demo: venv
-	$(PY) -m recipe.domain_grpo.demo
+	$(PY) -m recipe.domain_grpo.demo --out demo_out
 
 lint: venv
 	$(PY) -m ruff check .

@@ -26,16 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 LOOP_TIMEOUT_S = 900
 
 
-def _run_tiny_training(tmp_path: Path, steps: int, overrides: list[str]) -> tuple[subprocess.CompletedProcess, dict]:
-    """Run `recipe.domain_grpo.main_domain_grpo stand_in=cpu_tiny` for `steps` steps on the tiny model and task.
+def _run_tiny_training(
+    tmp_path: Path, steps: int, overrides: list[str], data: tuple[Path, Path] | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run `recipe.domain_grpo.main_domain_grpo stand_in=cpu_tiny` for `steps` steps with the tiny model.
 
-    Returns the finished process (output in `.stdout`) and verl's file-logger metrics as {step: {key: value}}.
+    `data` is (train, val) parquet; by default the tiny synthetic task. Returns the finished process (output in
+    `.stdout`) and verl's file-logger metrics as {step: {key: value}}.
     """
     from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
     from verl_ext.cpu.tiny_task import build_tiny_task
 
     model_dir = build_tiny_model_dir(tmp_path / "model")
-    train, val = build_tiny_task(tmp_path / "data")
+    train, val = data or build_tiny_task(tmp_path / "data")
     command = [
         sys.executable,
         "-m",
@@ -76,5 +79,5 @@ def _run_tiny_training(tmp_path: Path, steps: int, overrides: list[str]) -> tupl
 
 @pytest.fixture
 def run_tiny_training() -> Callable[..., tuple[subprocess.CompletedProcess, dict]]:
-    """`run_tiny_training(tmp_path, steps, overrides)`: verl's loop on CPU, tiny Qwen2.5-VL (`_run_tiny_training`)."""
+    """`run_tiny_training(tmp_path, steps, overrides, data=None)`: verl's loop on CPU, tiny Qwen2.5-VL."""
     return _run_tiny_training

@@ -61,15 +61,40 @@ def transformed_micro_batch(data: TensorDict) -> TensorDict:
 def _like_position_ids(original: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
     """Per-sample `(4, L_i)` position ids in the same (nested or padded) layout as `original`."""
     if original.is_nested:
-        return (
-            torch.nested.as_nested_tensor(rows, layout=torch.jagged)
-            if original.layout == torch.jagged
-            else (torch.nested.nested_tensor(rows))
-        )
+        offsets = torch.tensor([0] + [row.shape[-1] for row in rows], device=rows[0].device).cumsum(0)
+        return jagged_position_ids(rows, offsets)
     padded = torch.zeros_like(original)  # (bsz, 4, max_len)
     for i, row in enumerate(rows):
         padded[i, :, : row.shape[-1]] = row
     return padded
+
+
+def jagged_position_ids(rows: list[torch.Tensor], offsets: torch.Tensor) -> torch.Tensor:
+    """Nested `(bsz, 4, j)` position ids, ragged along the token dimension (dim 2) whatever the lengths.
+
+    `torch.nested.as_nested_tensor` infers the ragged dimension and, when every row has the same `(4, L)` shape, picks
+    dim 1 (the 4) instead — the layout verl's micro-batch split then breaks on.
+    """
+    return torch.nested.nested_tensor_from_jagged(torch.cat(rows, dim=-1), offsets, jagged_dim=2)
+
+
+def repair_position_ids(data: TensorDict) -> None:
+    """Rebuild 3-D nested `position_ids` made ragged on the wrong dimension (in place; no-op when they are right).
+
+    When every sequence of a batch has the same length, the (4, L) rows come back from TransferQueue as a nested tensor
+    ragged along dim 1, and verl's `maybe_fix_3d_position_ids` only relabels the ragged index, so its offsets count
+    the 4 rows instead of the tokens; `update_actor` then fails in `split_with_sizes`. This happens with plain GRPO
+    too, e.g. whenever every response of a batch hits the length limit.
+    """
+    position_ids, input_ids = data.get("position_ids", None), data.get("input_ids", None)
+    if position_ids is None or input_ids is None or not (position_ids.is_nested and input_ids.is_nested):
+        return
+    lengths = input_ids.offsets().diff()
+    if position_ids.dim() != 3 or torch.equal(position_ids.offsets().diff().to(lengths), lengths):
+        return
+    values = position_ids.values()  # (bsz * 4, L): the rows were stacked along the wrong dimension
+    rows = list(values.reshape(len(lengths), -1, values.shape[-1]).unbind())  # each (4, L)
+    data["position_ids"] = jagged_position_ids(rows, input_ids.offsets())
 
 
 def response_position_mask(data: TensorDict, total_nnz: int) -> torch.Tensor:

@@ -13,6 +13,9 @@ and returns the per-token divergence between the views in verl's own token layou
 - old-log-prob pass (`compute_log_prob`, no gradient, rollout policy): the per-token D(π^D ‖ π) of
   `domain.shaping` → the field `domain_divergence` in TransferQueue → the trainer mode's D_i.
 - update (`update_actor`): the DC term of `domain.constraint` in the same micro-batches, one backward.
+
+It also repairs 3-D position ids that come back from TransferQueue ragged on the wrong dimension when every sequence of
+a batch has the same length (`micro_batch.repair_position_ids`), a verl 0.9.1 bug that breaks plain GRPO as well.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from verl.workers.engine_workers import ActorRolloutRefWorker
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from recipe.domain_grpo.micro_batch import domain_views, response_position_mask, transformed_micro_batch
+from recipe.domain_grpo.micro_batch import (
+    domain_views,
+    repair_position_ids,
+    response_position_mask,
+    transformed_micro_batch,
+)
 from verl_ext.config import DomainConfig
 from verl_ext.divergences import full_vocab_divergence, full_vocab_divergences
 from verl_ext.transforms import TRANSFORM_NAMES
@@ -112,8 +120,14 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
     def _mark(self, data: TensorDict, domain_pass: str) -> None:
         tu.assign_non_tensor(data, distillation_use_topk=True, **{PASS_KEY: domain_pass})
 
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="ref"))
+    def compute_ref_log_prob(self, data: TensorDict) -> TensorDict:
+        repair_position_ids(data)
+        return super().compute_ref_log_prob(data)
+
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def compute_log_prob(self, data: TensorDict) -> TensorDict:
+        repair_position_ids(data)
         if not self.domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
             return super().compute_log_prob(data)
         self._mark(data, "consistency")
@@ -126,6 +140,7 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def update_actor(self, data: TensorDict) -> TensorDict:
+        repair_position_ids(data)
         if self.domain.constraint.active:
             self._mark(data, "constraint")
         return super().update_actor(data)

