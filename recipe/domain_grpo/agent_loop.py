@@ -109,7 +109,7 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
     def _add_domain_view(self, output: AgentLoopOutput, kwargs: dict[str, Any]) -> AgentLoopOutput:
         """The DC/DR transformed view of the sample's images in `extra_fields["domain_view"]` (when needed)."""
         images = (output.multi_modal_data or {}).get("images")
-        if not self.domain.needs_transformed_view or kwargs.get("validate", False) or not images:
+        if not self.domain.needs_transformed_view or not is_training_sample(kwargs) or not images:
             return output
         extra_info = kwargs.get("extra_info") or {}
         row_key = f"{kwargs.get('uid', extra_info.get('index'))}_{kwargs.get('session_id', 0)}"

@@ -44,13 +44,17 @@ def validate_run_config(config: Any) -> DomainConfig:
     section = config.get("domain")
     container = OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else section
     domain = DomainConfig.from_dict(container)
+    from recipe.domain_grpo.augment import extras_from_config, validate_agent_extras
+
     adv_estimator = str(config.algorithm.adv_estimator)
+    augment, oc = extras_from_config(config)
     whitelists = None
-    if adv_estimator == "domain_grpo" and domain.needs_transformed_view:
+    if (adv_estimator == "domain_grpo" and domain.needs_transformed_view) or augment.enable or oc.enable:
         files = config.data.train_files
         whitelists = training_row_whitelists(files if isinstance(files, str) else list(files))
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
     check_worker_support(domain)
+    validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
     return domain
 
 

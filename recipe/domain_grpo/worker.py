@@ -74,15 +74,15 @@ class DomainLoss:
         domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
         if domain_pass is None:
             return {}
-        transformed_logits = self._transformed_logits(data, grad=domain_pass == "constraint")  # (1, nnz, V)
+        # The transformed view's graph is kept only when the DC gradient flows through it.
+        grad = domain_pass == "constraint" and not self.domain.constraint.detach_transformed
+        transformed_logits = self._transformed_logits(data, grad=grad)  # (1, nnz, V)
         mask = response_position_mask(data, student_logits.shape[1]).unsqueeze(0)  # (1, nnz)
         if domain_pass == "consistency":
             kind = self.domain.shaping.divergence
             out = full_vocab_divergences(transformed_logits, student_logits.detach(), mask, (kind,))[kind]
             return {DIVERGENCE_KEY: out.float()}
         cfg = self.domain.constraint
-        if cfg.detach_transformed:
-            transformed_logits = transformed_logits.detach()
         out = full_vocab_divergence(transformed_logits, student_logits, mask, cfg.divergence, cfg.chunk_tokens)
         return {DIVERGENCE_KEY: out}
 
