@@ -127,7 +127,7 @@ def report(results: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Command: `python bench/bench_divergences.py --tokens {args.tokens} --vocab {args.vocab} "
         f"--repeats {args.repeats} --threads {args.threads}`",
-        f"Machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, torch {torch.__version__}; "
+        f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, torch {torch.__version__}; "
         f"inputs bf16 `[1, {args.tokens}, {args.vocab}]`, every token valid, KL and JS both computed.",
         "",
         "| method | time (min of repeats) | peak extra RSS | max abs err KL vs fp64 | max abs err JS vs fp64 |",
