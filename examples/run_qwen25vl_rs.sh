@@ -44,7 +44,7 @@ MAX_TOKEN_LEN_PER_GPU="${MAX_TOKEN_LEN_PER_GPU:-12288}"
 ROLLOUT_TP="${ROLLOUT_TP:-1}"
 GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.5}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-20}"
-SAVE_FREQ="${SAVE_FREQ:--1}"
+SAVE_FREQ="${SAVE_FREQ:-50}"  # >0: also saved at the last step (final_hf below needs one)
 TEST_FREQ="${TEST_FREQ:-5}"
 PROJECT_NAME="${PROJECT_NAME:-domain_rft}"
 EXPERIMENT_NAME="${EXPERIMENT_NAME:-qwen25vl3b_rs_${METHOD}}"
@@ -54,7 +54,7 @@ if [[ "${METHOD}" == "oc" ]]; then DEFAULT_REWARD="recipe/domain_grpo/oc_reward.
 REWARD_FN_PATH="${REWARD_FN_PATH:-${REPO_DIR}/${DEFAULT_REWARD}}"
 
 cd "${REPO_DIR}"
-exec "${PYTHON}" -m recipe.domain_grpo.main_domain_grpo \
+"${PYTHON}" -m recipe.domain_grpo.main_domain_grpo \
     method="${METHOD}" \
     data.train_files="${TRAIN_FILES}" \
     data.val_files="${VAL_FILES}" \
@@ -94,9 +94,17 @@ exec "${PYTHON}" -m recipe.domain_grpo.main_domain_grpo \
     trainer.n_gpus_per_node="${N_GPUS}" \
     trainer.total_epochs="${TOTAL_EPOCHS}" \
     trainer.save_freq="${SAVE_FREQ}" \
+    actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model] \
     trainer.test_freq="${TEST_FREQ}" \
     trainer.project_name="${PROJECT_NAME}" \
     trainer.experiment_name="${EXPERIMENT_NAME}" \
     trainer.default_local_dir="${CKPT_DIR}" \
     trainer.logger="${LOGGER}" \
     "${ARGS[@]}"
+
+# The last checkpoint's Hugging Face weights as ${CKPT_DIR}/final_hf: what the evaluation CLI and the experiment matrix
+# read (verl writes global_step_<N>/actor/huggingface and records N in latest_checkpointed_iteration.txt).
+if [[ -f "${CKPT_DIR}/latest_checkpointed_iteration.txt" ]]; then
+    LAST_STEP="$(cat "${CKPT_DIR}/latest_checkpointed_iteration.txt")"
+    ln -sfn "global_step_${LAST_STEP}/actor/huggingface" "${CKPT_DIR}/final_hf"
+fi
