@@ -12,14 +12,14 @@ WORKER = "recipe.domain_grpo.worker.DomainActorRolloutRefWorker"
 # method -> (adv_estimator, trainer_mode, agent loop, worker, DC on, DR on, DC divergence, DR divergence)
 DEFINING = {
     "dc_dr": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "kl", "js"),
-    "grpo": ("grpo", "sync", "single_turn_agent", None, False, False, "kl", "js"),
+    "grpo": ("grpo", "sync", "single_turn_agent", WORKER, False, False, "kl", "js"),
     "dc": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, False, "kl", "js"),
     "dr": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, False, True, "kl", "js"),
     "kl_kl": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "kl", "kl"),
     "js_js": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "js", "js"),
     "js_kl": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "js", "kl"),
-    "grpo_da": ("grpo", "sync", "domain_single_turn_agent", None, False, False, "kl", "js"),
-    "oc": ("grpo", "sync", "domain_single_turn_agent", None, False, False, "kl", "js"),
+    "grpo_da": ("grpo", "sync", "domain_single_turn_agent", WORKER, False, False, "kl", "js"),
+    "oc": ("grpo", "sync", "domain_single_turn_agent", WORKER, False, False, "kl", "js"),
 }
 
 
