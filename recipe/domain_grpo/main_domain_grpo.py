@@ -32,21 +32,14 @@ Hook (b), the v1 trainer mode: any class registered with verl's own decorator, s
     trainer.v1.trainer_mode: domain_sync
 
   The registering module must be imported in the TaskRunner process: list it in
-  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` (default ``verl_ext``; with the CPU
-  stand-ins ``verl_ext.cpu``, which imports ``verl_ext`` too), which verl imports at ``import verl`` in every Ray
-  process and this entry point imports in the driver. A list is accepted, e.g.
-  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=[verl_ext.cpu,recipe.domain_grpo.trainer]``.
+  ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` (default ``recipe.domain_grpo.plugins``,
+  which imports the estimator, the trainer mode and the agent loop; with the CPU stand-ins
+  ``[verl_ext.cpu, recipe.domain_grpo.plugins]``), which verl imports at ``import verl`` in every Ray process and
+  this entry point imports in the driver. A Hydra list is joined with commas.
   Trap: verl compares ``self.trainer_mode`` with the string ``"sync"`` (trainer_base.py:153 replay buffer,
   731 dataloader refill, 902/912/1004/1499 checkpoint/TQ state), so a new name gets the async replay buffer and
-  ``gen_batch_size=1``. A synchronous domain trainer keeps sync semantics by overriding the attribute::
-
-        @property
-        def trainer_mode(self) -> str:
-            return "sync"
-
-        @trainer_mode.setter
-        def trainer_mode(self, value: str) -> None:  # PPOTrainer.__init__ assigns the configured name
-            pass
+  ``gen_batch_size=1``. A synchronous domain trainer keeps sync semantics by overriding the ``trainer_mode``
+  attribute to report ``"sync"``, as ``recipe/domain_grpo/trainer.py``'s ``DomainGRPOTrainer`` does.
 
 Both hooks compose: the worker hook wraps whatever class the mode names. The ``domain:`` section holds the method's
 options (``verl_ext.config.DomainConfig``, strict), so the recipe's plumbing keys live in ``domain_recipe:``.
