@@ -54,8 +54,26 @@ def validate_run_config(config: Any) -> DomainConfig:
         whitelists = training_row_whitelists(files if isinstance(files, str) else list(files))
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
     check_worker_support(domain)
+    if domain.needs_transformed_view and adv_estimator == "domain_grpo":
+        check_engine_support(config)
     validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
     return domain
+
+
+def check_engine_support(config: Any) -> None:
+    """The worker reads full logits through verl's logits-processor hook: refuse engine settings that bypass it."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(config, "actor_rollout_ref.model.use_fused_kernels", default=False):
+        raise DomainConfigError(
+            "actor_rollout_ref.model.use_fused_kernels=true never materialises the full logits that the domain terms "
+            "compare; set it to false (or switch the domain terms off)"
+        )
+    if int(OmegaConf.select(config, "actor_rollout_ref.actor.ulysses_sequence_parallel_size", default=1)) > 1:
+        raise DomainConfigError(
+            "actor_rollout_ref.actor.ulysses_sequence_parallel_size > 1 shards the logits over ranks, which the "
+            "recipe's divergence hook does not gather yet; set it to 1"
+        )
 
 
 def check_worker_support(domain: DomainConfig) -> None:

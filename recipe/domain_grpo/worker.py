@@ -20,6 +20,7 @@ a batch has the same length (`micro_batch.repair_position_ids`), a verl 0.9.1 bu
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -113,6 +114,11 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
         section = self.config.get("domain")
         self.domain = DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section else {})
         if "actor" in self.role and self.domain.needs_transformed_view:
+            if self.domain.constraint.active:
+                # flash-attn's cross-entropy (verl's log-probs on GPU) writes its backward into the logits' storage
+                # in place, without bumping autograd's version counter; the DC term's backward re-reads those logits.
+                # verl's own switch selects its plain log-softmax + gather instead.
+                os.environ["VERL_DISABLE_FLASH_ATTN_CE"] = "1"
             actor_config = self.loss_fn.keywords["config"]  # verl's partial(ppo_loss, config=actor_config)
             self.loss_fn = DomainLoss(actor_config, self.domain, self.actor.engine)
             self.actor.set_loss_fn(self.loss_fn)

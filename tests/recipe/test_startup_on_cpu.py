@@ -59,3 +59,15 @@ def test_options_the_worker_does_not_run_are_refused(tmp_path):
         validate_run_config(_config(files, domain={"constraint": {"estimator": "k3"}}))
     with pytest.raises(DomainConfigError, match="mixture"):
         validate_run_config(_config(files, domain={"transforms": {"mode": "mixture"}}))
+
+
+def test_engine_settings_that_bypass_the_logits_hook_are_refused(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    config.actor_rollout_ref.model = {"use_fused_kernels": True}
+    with pytest.raises(DomainConfigError, match="use_fused_kernels"):
+        validate_run_config(config)
+    config = _config(files)
+    config.actor_rollout_ref.actor = {"ulysses_sequence_parallel_size": 2}
+    with pytest.raises(DomainConfigError, match="ulysses_sequence_parallel_size"):
+        validate_run_config(config)
