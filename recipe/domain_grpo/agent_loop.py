@@ -112,7 +112,10 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         if not self.domain.needs_transformed_view or not is_training_sample(kwargs) or not images:
             return output
         extra_info = kwargs.get("extra_info") or {}
-        row_key = f"{kwargs.get('uid', extra_info.get('index'))}_{kwargs.get('session_id', 0)}"
+        # Reproducible draw: the dataset row (data_source + extra_info.index), the sample of the group and the step
+        # (verl passes `global_steps` to agent loops); the uid is random per run, so it is only the fallback.
+        row = f"{kwargs.get('data_source', '')}:{extra_info.get('index', kwargs.get('uid'))}"
+        row_key = f"{row}_{kwargs.get('session_id', 0)}"
         step = int(kwargs.get("global_steps", 0))
         name = choose_transform(self.domain, list(extra_info.get("transforms", [])), step, row_key)
         input_ids = torch.tensor(output.prompt_ids + output.response_ids, dtype=torch.long)  # [L]

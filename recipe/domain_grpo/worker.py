@@ -96,6 +96,10 @@ class DomainLoss:
             return {}
 
         micro_batch = transformed_micro_batch(data)
+        # Only the logits are wanted from the transformed view: no log-probs, entropy or Σπ² of it.
+        tu.assign_non_tensor(
+            micro_batch, distillation_only=True, calculate_entropy=False, calculate_sum_pi_squared=False
+        )
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             inputs, output_args = self.engine.prepare_model_inputs(micro_batch=micro_batch)
             raw = self.engine.module(**inputs, use_cache=False)
