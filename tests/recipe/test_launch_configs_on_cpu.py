@@ -158,3 +158,16 @@ def test_sft_script_refuses_an_rl_method(tmp_path):
         ["bash", str(REPO / "examples" / "run_sft_qwen25vl.sh"), "method=grpo"], env=env, capture_output=True, text=True
     )
     assert result.returncode == 2 and "not an SFT baseline" in result.stderr
+
+
+def test_tiny_cpu_script_composes_and_validates(tmp_path):
+    train = write_rows(tmp_path / "train.parquet", RS_WHITELIST)
+    env = {"TRAIN_FILES": train, "VAL_FILES": train, "WORK_DIR": str(tmp_path / "work"), "STEPS": "3"}
+    argv = script_argv("run_tiny_cpu.sh", tmp_path, env, "domain.constraint.weight=0.5")
+    assert argv[:2] == ENTRY
+    overrides = [a for a in argv[2:] if not a.startswith("hydra.")]  # Hydra's own run dir is not part of the config
+    config = compose_run(overrides)
+    _validate(config)
+    assert config.trainer.device == "cpu" and config.actor_rollout_ref.rollout.name == "hf"
+    assert config.algorithm.adv_estimator == "domain_grpo" and config.trainer.total_training_steps == 3
+    assert config.domain.constraint.weight == 0.5  # extra arguments are Hydra overrides, applied last
