@@ -33,19 +33,28 @@ from recipe.domain_grpo.augment import (
     transform_images,
 )
 from verl_ext.config import DomainConfig
-from verl_ext.transforms import draw_transform
 from verl_ext.views import transformed_view
 
 AGENT_NAME = "domain_single_turn_agent"
 VIEW_KEY = "domain_view"
 
 
-def choose_transform(domain: DomainConfig, row_whitelist: list[str], step: int, row_key: str) -> str:
-    """The transform of one sample at one step: the configured names this row allows, drawn per `domain.transforms`."""
-    candidates = [name for name in domain.transforms.names if name in row_whitelist and name != "identity"]
+def sample_key(kwargs: dict[str, Any], purpose: str, per_response: bool = True) -> tuple[str, int]:
+    """(key, step) of a seeded draw: the dataset row (data_source + extra_info.index), the response of the group
+    (`session_id`, unless the whole group shares the draw) and the step (verl passes `global_steps` to agent loops).
+    The uid is random per run, so it is only the fallback for rows without an index."""
+    extra_info = kwargs.get("extra_info") or {}
+    key = f"{purpose}:{kwargs.get('data_source', '')}:{extra_info.get('index', kwargs.get('uid'))}"
+    if per_response:
+        key += f"_{kwargs.get('session_id', 0)}"
+    return key, int(kwargs.get("global_steps", 0))
+
+
+def choose_transform(domain: DomainConfig, row_whitelist: list[str], key: str, step: int) -> str:
+    """The transform of a sample's DC/DR view: `names[0]` (mode fixed), else a seeded draw over the row's names."""
     if domain.transforms.mode == "fixed":
         return domain.transforms.names[0]
-    return draw_transform(candidates, domain.transforms.seed, step, row_key)
+    return draw_for_sample(domain.transforms.names, row_whitelist, domain.transforms.seed, key, step)
 
 
 @register(AGENT_NAME)
@@ -71,7 +80,8 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         whitelist = list(extra_info.get("transforms", []))
         names = list(self.domain.transforms.names)
         if self.augment.enable and is_training_sample(kwargs):  # one T per prompt: the group shares the image
-            self._augment_name = draw_for_sample(names, whitelist, self.augment.seed, f"augment:{kwargs.get('uid')}")
+            key, step = sample_key(kwargs, "augment", per_response=False)
+            self._augment_name = draw_for_sample(names, whitelist, self.augment.seed, key, step)
         output = await super().run(sampling_params, **kwargs)
         if self._augment_name is not None:
             output.extra_fields[AUGMENT_TRANSFORM_KEY] = self._augment_name
@@ -92,8 +102,8 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         images = (output.multi_modal_data or {}).get("images")
         if not is_training_sample(kwargs) or not images:
             return None, None
-        row_key = f"oc:{kwargs.get('uid')}_{kwargs.get('session_id', 0)}"
-        name = draw_for_sample(names, whitelist, self.domain.transforms.seed, row_key)
+        key, step = sample_key(kwargs, "oc")
+        name = draw_for_sample(names, whitelist, self.domain.transforms.seed, key, step)
         view_images = transform_images(images, name)
         prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]), images=view_images)
         params = dict(sampling_params)
@@ -112,12 +122,8 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         if not self.domain.needs_transformed_view or not is_training_sample(kwargs) or not images:
             return output
         extra_info = kwargs.get("extra_info") or {}
-        # Reproducible draw: the dataset row (data_source + extra_info.index), the sample of the group and the step
-        # (verl passes `global_steps` to agent loops); the uid is random per run, so it is only the fallback.
-        row = f"{kwargs.get('data_source', '')}:{extra_info.get('index', kwargs.get('uid'))}"
-        row_key = f"{row}_{kwargs.get('session_id', 0)}"
-        step = int(kwargs.get("global_steps", 0))
-        name = choose_transform(self.domain, list(extra_info.get("transforms", [])), step, row_key)
+        key, step = sample_key(kwargs, "view")
+        name = choose_transform(self.domain, list(extra_info.get("transforms", [])), key, step)
         input_ids = torch.tensor(output.prompt_ids + output.response_ids, dtype=torch.long)  # [L]
         view = transformed_view(self.processor, images, input_ids, torch.ones_like(input_ids), name)
         output.extra_fields[VIEW_KEY] = {"transform": name, **view}

@@ -7,11 +7,10 @@ Config (recipe plumbing, not a method option of `domain:`; set by `config/method
       oc: {enable, weight, greedy}      # oc: a 2nd response on T(x); reward + weight · agreement(answer x, answer T(x))
 
 Both draw T from the row's whitelist (`extra_info.transforms`) ∩ `domain.transforms.names` (identity excluded), with
-`verl_ext.transforms.draw_transform`. verl 0.9.1 hands an agent loop neither the global step nor the validate flag
-(its kwargs are the dataset row + `uid`/`session_id`), so: the draw is keyed by `uid` (a fresh uuid4 per prompt and
-step in verl's trainer, so a new draw each step, not reproducible across runs; `seed` is mixed in), and a row counts
-as validation when its `extra_info.split` (written by data_prep) is not "train" — validation rows are never
-augmented and get no OC response.
+`verl_ext.transforms.draw_transform`, keyed by the dataset row (data_source + extra_info.index), the step (verl passes
+`global_steps` to agent loops) and `seed`, so a run is reproducible. verl 0.9.1 does not hand an agent loop the
+validate flag, so a row counts as validation when its `extra_info.split` (written by data_prep) is not "train" —
+validation rows are never augmented and get no OC response.
 
 How OC reaches the reward: the agent loop puts the decoded T(x) response in `extra_fields["oc_transformed_response"]`;
 verl's reward loop sends `extra_fields` as `tool_extra_fields`, and its reward managers (naive, limited, remote) merge
@@ -145,8 +144,8 @@ def is_training_sample(kwargs: Mapping[str, Any]) -> bool:
     return split is None or str(split) == "train"
 
 
-def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: int, key: str) -> str:
-    """One transform for a sample: uniform over `candidate_transforms`, deterministic in (seed, key).
+def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: int, key: str, step: int = 0) -> str:
+    """One transform for a sample: uniform over `candidate_transforms`, deterministic in (seed, step, key).
 
     Raises:
         AgentExtrasConfigError: the row allows none of `names`.
@@ -157,7 +156,7 @@ def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: in
             f"row allows {sorted(row_whitelist)}, none of domain.transforms.names={list(names)}; "
             "set domain.transforms.names to transforms the dataset allows"
         )
-    return draw_transform(candidates, seed, 0, key)
+    return draw_transform(candidates, seed, step, key)
 
 
 def transform_images(images: Sequence[Image.Image], name: str) -> list[Image.Image]:

@@ -141,3 +141,13 @@ def test_sft_cli_round_trip(tmp_path):
     main(["--in", str(tmp_path / "rl.parquet"), "--out", str(tmp_path / "sft.parquet"), "--augment", "--copies", "2"])
     table = pd.read_parquet(tmp_path / "sft.parquet")
     assert len(table) == 3 and list(table.columns[:2]) == ["messages", "images"]
+
+
+def test_sample_keys_are_reproducible_per_row_response_and_step():
+    from recipe.domain_grpo.agent_loop import sample_key
+
+    kwargs = {"data_source": "ucm", "extra_info": {"index": 7}, "session_id": 2, "global_steps": 5, "uid": "random"}
+    # the uid (a fresh uuid per run) is not part of the key when the row has an index
+    assert sample_key(kwargs, "view") == ("view:ucm:7_2", 5)
+    assert sample_key(kwargs, "augment", per_response=False) == ("augment:ucm:7", 5)
+    assert sample_key({"uid": "u1"}, "oc") == ("oc::u1_0", 0)
