@@ -52,7 +52,7 @@ mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
 "${PYTHON}" -m recipe.domain_grpo.sft_data --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" \
     --copies "${COPIES}" --transforms "${DA_TRANSFORMS}" --seed "${SEED}" "${AUGMENT_FLAGS[@]}"
 
-exec "${PYTHON}" -m verl.trainer.sft_trainer \
+"${PYTHON}" -m verl.trainer.sft_trainer \
     data.train_files="${SFT_TRAIN_FILES}" \
     data.val_files=null \
     data.messages_key=messages \
@@ -74,3 +74,10 @@ exec "${PYTHON}" -m verl.trainer.sft_trainer \
     trainer.default_local_dir="${CKPT_DIR}" \
     trainer.logger="${LOGGER}" \
     "${ARGS[@]}"
+
+# The last checkpoint's Hugging Face weights as ${CKPT_DIR}/final_hf: what the evaluation CLI and the experiment matrix
+# read (verl's SFT trainer writes global_step_<N>/huggingface and records N in latest_checkpointed_iteration.txt).
+if [[ -f "${CKPT_DIR}/latest_checkpointed_iteration.txt" ]]; then
+    LAST_STEP="$(cat "${CKPT_DIR}/latest_checkpointed_iteration.txt")"
+    ln -sfn "global_step_${LAST_STEP}/huggingface" "${CKPT_DIR}/final_hf"
+fi
