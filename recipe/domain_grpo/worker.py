@@ -29,7 +29,7 @@ from tensordict import TensorDict
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.trainer.ppo.core_algos import agg_loss
 from verl.utils import tensordict_utils as tu
-from verl.utils.metric import AggregationType, Metric
+from verl.utils.metric import Metric
 from verl.workers.engine_workers import ActorRolloutRefWorker
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
@@ -58,17 +58,25 @@ class DomainLoss:
     def __call__(self, *, data: TensorDict, model_output: dict | None = None, dp_group: Any = None, **kwargs: Any):
         if "student_logits" in kwargs:  # verl's engine calls the loss function as its logits processor first
             return self.process_logits(kwargs["student_logits"], data)
-        if tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None) == "consistency":
+        domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
+        if domain_pass == "consistency":
             return torch.zeros((), device=next(iter(model_output.values())).device), {}
         loss, metrics = ppo_loss(self.actor_config, model_output, data, dp_group)
-        if DIVERGENCE_KEY in model_output and self.domain.constraint.active:
-            per_token = no_padding_2_padding(model_output[DIVERGENCE_KEY], data)  # [bsz, response_len]
-            mask = data.select("response_mask").to_padded_tensor()["response_mask"].to(per_token.dtype)
-            mode = self.domain.constraint.loss_agg_mode or self.actor_config.loss_agg_mode
-            divergence = agg_loss(per_token, mask, mode, **self.actor_config.global_batch_info)  # scalar
-            loss = loss + self.domain.constraint.weight * divergence
-            metrics["actor/domain_loss"] = Metric(value=divergence.detach(), aggregation=AggregationType.MEAN)
-        return loss, metrics
+        if domain_pass != "constraint":
+            return loss, metrics
+        if DIVERGENCE_KEY not in model_output:
+            raise RuntimeError(
+                "the DC term is on but verl's engine did not call the logits processor (no full logits in this "
+                "configuration); see recipe/domain_grpo/startup.py:check_engine_support"
+            )
+        per_token = no_padding_2_padding(model_output[DIVERGENCE_KEY], data)  # [bsz, response_len]
+        mask = data.select("response_mask").to_padded_tensor()["response_mask"].to(per_token.dtype)
+        mode = self.domain.constraint.loss_agg_mode or self.actor_config.loss_agg_mode
+        divergence = agg_loss(per_token, mask, mode, **self.actor_config.global_batch_info)  # scalar
+        # Reported like verl's pg_loss: summed over micro-batches when normalised by the global mini-batch.
+        aggregation = metrics["actor/pg_loss"].aggregation
+        metrics["actor/domain_loss"] = Metric(value=divergence.detach(), aggregation=aggregation)
+        return loss + self.domain.constraint.weight * divergence, metrics
 
     def process_logits(self, student_logits: torch.Tensor, data: TensorDict) -> dict[str, torch.Tensor]:
         """Per-token divergence `(1, total_nnz)` between the transformed and the original view's distributions."""
