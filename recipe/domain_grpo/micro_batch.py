@@ -17,7 +17,7 @@ from verl.workers.utils.padding import no_padding_2_padding
 VIEW_KEY = "domain_view"
 
 
-def _per_sample(value) -> list:
+def per_sample_values(value) -> list:
     """A per-sample non-tensor field of a micro-batch as a Python list."""
     if isinstance(value, NonTensorStack):
         return [v.data if isinstance(v, NonTensorData) else v for v in value.tolist()]
@@ -29,7 +29,7 @@ def _per_sample(value) -> list:
 def domain_views(data: TensorDict) -> list[dict]:
     """Each sample's transformed view (`extra_fields["domain_view"]`); raises if a sample has none."""
     views = []
-    for i, extra in enumerate(_per_sample(data["extra_fields"])):
+    for i, extra in enumerate(per_sample_values(data["extra_fields"])):
         view = (extra or {}).get(VIEW_KEY)
         if view is None:
             raise RuntimeError(
@@ -44,7 +44,7 @@ def transformed_micro_batch(data: TensorDict) -> TensorDict:
     """Shallow copy of `data` whose `multi_modal_inputs` and `position_ids` are the transformed view's."""
     views = domain_views(data)
     out = data.copy()
-    originals = _per_sample(data["multi_modal_inputs"])
+    originals = per_sample_values(data["multi_modal_inputs"])
     mm_inputs = []
     for original, view in zip(originals, views, strict=True):
         mm = dict(original)
