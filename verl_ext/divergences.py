@@ -241,6 +241,26 @@ def sampled_token_divergence(
     return kl_penalty(log_prob_p, log_prob_q, estimator) * response_mask.to(log_prob_p.dtype)
 
 
+def sampled_log_probs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[label] at the masked positions (0 elsewhere), without a full-size log-softmax.
+
+    Args:
+        logits: `[batch, len, vocab]`.
+        labels: `[batch, len]` token ids whose log-probability is wanted.
+        mask: `[batch, len]`; only these positions are computed (one `[n_masked, vocab]` buffer).
+
+    Returns:
+        `[batch, len]` in the logits' compute dtype (fp32 for half precision), differentiable.
+    """
+    rows = mask.reshape(-1).nonzero().squeeze(-1)  # [n]
+    flat = logits.reshape(-1, logits.shape[-1]).index_select(0, rows)  # [n, V]
+    flat = flat.to(_compute_dtype(flat.dtype))
+    picked = flat.gather(-1, labels.reshape(-1).index_select(0, rows).unsqueeze(-1)).squeeze(-1)  # [n]
+    values = picked - torch.logsumexp(flat, dim=-1)  # [n]
+    out = torch.zeros(mask.numel(), dtype=values.dtype, device=values.device)
+    return out.index_put((rows,), values).view(mask.shape)
+
+
 def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` `[batch, len]` over the tokens where `mask` is set (scalar; 0 when no token is set)."""
     mask = mask.to(values.dtype)

@@ -41,7 +41,12 @@ from recipe.domain_grpo.micro_batch import (
     transformed_micro_batch,
 )
 from verl_ext.config import DomainConfig
-from verl_ext.divergences import full_vocab_divergence, full_vocab_divergences
+from verl_ext.divergences import (
+    full_vocab_divergence,
+    full_vocab_divergences,
+    sampled_log_probs,
+    sampled_token_divergence,
+)
 from verl_ext.transforms import TRANSFORM_NAMES
 
 DIVERGENCE_KEY = "domain_divergence"
@@ -88,12 +93,24 @@ class DomainLoss:
         transformed_logits = self._transformed_logits(data, grad=grad)  # (1, nnz, V)
         mask = response_position_mask(data, student_logits.shape[1]).unsqueeze(0)  # (1, nnz)
         if domain_pass == "consistency":
-            kind = self.domain.shaping.divergence
-            out = full_vocab_divergences(transformed_logits, student_logits.detach(), mask, (kind,))[kind]
-            return {DIVERGENCE_KEY: out.float()}
+            cfg = self.domain.shaping
+            if cfg.estimator != "full":
+                return {DIVERGENCE_KEY: self._sampled(transformed_logits, student_logits.detach(), mask, data, cfg)}
+            out = full_vocab_divergences(transformed_logits, student_logits.detach(), mask, (cfg.divergence,))
+            return {DIVERGENCE_KEY: out[cfg.divergence].float()}
         cfg = self.domain.constraint
+        if cfg.estimator != "full":
+            return {DIVERGENCE_KEY: self._sampled(transformed_logits, student_logits, mask, data, cfg)}
         out = full_vocab_divergence(transformed_logits, student_logits, mask, cfg.divergence, cfg.chunk_tokens)
         return {DIVERGENCE_KEY: out}
+
+    @staticmethod
+    def _sampled(transformed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, data: TensorDict, cfg: Any):
+        """verl's k1/k3 estimate of KL(π^D ‖ π) from the log-probs of the sampled tokens, `(1, nnz)`."""
+        labels = torch.roll(data["input_ids"].values(), shifts=-1).unsqueeze(0)  # (1, nnz): position i predicts i + 1
+        log_p = sampled_log_probs(transformed, labels, mask)  # (1, nnz)
+        log_q = sampled_log_probs(original, labels, mask)  # (1, nnz)
+        return sampled_token_divergence(log_p, log_q, mask, cfg.estimator)
 
     def _transformed_logits(self, data: TensorDict, grad: bool) -> torch.Tensor:
         """Run verl's own input/forward/output code on the transformed micro-batch; capture its processed logits."""

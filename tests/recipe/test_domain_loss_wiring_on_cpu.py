@@ -117,3 +117,22 @@ def test_constraint_pass_adds_weighted_divergence_to_ppo_loss(monkeypatch):
     # token-mean over the 5 response tokens: (0.1 + 0.3 + 0.2 * 3) / 5 = 0.2; loss = 0.5 + 2.0 * 0.2 = 0.9
     assert loss.item() == torch.tensor(0.9).item()
     assert abs(metrics["actor/domain_loss"].aggregate() - 0.2) < 1e-6
+
+
+def test_sampled_token_estimate_uses_the_next_token_of_each_position():
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(1)
+    original = torch.randn(1, nnz, VOCAB, generator=gen)
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen)
+    domain = DomainConfig.from_dict({"shaping": {"estimator": "k1", "divergence": "kl"}})
+    loss = DomainLoss(SimpleNamespace(), domain, FakeEngine(transformed))
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)[DIVERGENCE_KEY][0]  # (nnz,)
+    # packed input ids: sample 0 = 0..4, sample 1 = 0..4; position i is scored on the token at i + 1
+    tokens = torch.cat([torch.arange(5), torch.arange(5)])
+    for position in (2, 3, 6, 7, 8):
+        label = tokens[position + 1]
+        k1 = transformed[0, position].log_softmax(-1)[label] - original[0, position].log_softmax(-1)[label]
+        assert abs(out[position].item() - k1.item()) < 1e-5
+    assert out[[0, 1, 4, 5, 9]].abs().max() == 0

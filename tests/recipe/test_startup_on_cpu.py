@@ -55,8 +55,9 @@ def test_plain_grpo_with_domain_terms_off_needs_no_whitelist(tmp_path):
 
 def test_options_the_worker_does_not_run_are_refused(tmp_path):
     files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
-    with pytest.raises(DomainConfigError, match="estimator=full"):
-        validate_run_config(_config(files, domain={"constraint": {"estimator": "k3"}}))
+    validate_run_config(
+        _config(files, domain={"constraint": {"estimator": "k3"}, "shaping": {"estimator": "k1", "divergence": "kl"}})
+    )
     with pytest.raises(DomainConfigError, match="mixture"):
         validate_run_config(_config(files, domain={"transforms": {"mode": "mixture"}}))
 

@@ -206,3 +206,17 @@ def test_fused_no_grad_pass_equals_single_kind_calls(seed):
     both = full_vocab_divergences(a.float(), b.float(), mask, ("kl", "js"), chunk_tokens=3)
     for kind in ("kl", "js"):
         assert torch.equal(both[kind], full_vocab_divergence(a.float(), b.float(), mask, kind, chunk_tokens=3))
+
+
+def test_sampled_log_probs_match_log_softmax_gather_on_masked_positions():
+    from verl_ext.divergences import sampled_log_probs
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 5, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 5), generator=gen)
+    mask = torch.rand(2, 5, generator=gen) < 0.6
+    out = sampled_log_probs(logits, labels, mask)
+    ref = logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    assert logits.grad[~mask].abs().max() == 0  # masked positions get no gradient
