@@ -27,6 +27,7 @@ from recipe.domain_grpo.augment import (
     AUGMENT_TRANSFORM_KEY,
     OC_RESPONSE_KEY,
     OC_TRANSFORM_KEY,
+    candidate_transforms,
     draw_for_sample,
     extras_from_config,
     is_training_sample,
@@ -50,11 +51,14 @@ def sample_key(kwargs: dict[str, Any], purpose: str, per_response: bool = True) 
     return key, int(kwargs.get("global_steps", 0))
 
 
-def choose_transform(domain: DomainConfig, row_whitelist: list[str], key: str, step: int) -> str:
-    """The transform of a sample's DC/DR view: `names[0]` (mode fixed), else a seeded draw over the row's names."""
+def choose_transforms(domain: DomainConfig, row_whitelist: list[str], key: str, step: int) -> list[str]:
+    """The transforms of a sample's DC/DR views: `[names[0]]` (fixed), every allowed non-identity name (mixture), or
+    one seeded draw over the row's allowed names (sample)."""
     if domain.transforms.mode == "fixed":
-        return domain.transforms.names[0]
-    return draw_for_sample(domain.transforms.names, row_whitelist, domain.transforms.seed, key, step)
+        return [domain.transforms.names[0]]
+    if domain.transforms.mode == "mixture":
+        return candidate_transforms(domain.transforms.names, row_whitelist)
+    return [draw_for_sample(domain.transforms.names, row_whitelist, domain.transforms.seed, key, step)]
 
 
 @register(AGENT_NAME)
@@ -123,8 +127,10 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
             return output
         extra_info = kwargs.get("extra_info") or {}
         key, step = sample_key(kwargs, "view")
-        name = choose_transform(self.domain, list(extra_info.get("transforms", [])), key, step)
+        names = choose_transforms(self.domain, list(extra_info.get("transforms", [])), key, step)
         input_ids = torch.tensor(output.prompt_ids + output.response_ids, dtype=torch.long)  # [L]
-        view = transformed_view(self.processor, images, input_ids, torch.ones_like(input_ids), name)
-        output.extra_fields[VIEW_KEY] = {"transform": name, **view}
+        mask = torch.ones_like(input_ids)
+        output.extra_fields[VIEW_KEY] = [
+            {"transform": name, **transformed_view(self.processor, images, input_ids, mask, name)} for name in names
+        ]
         return output

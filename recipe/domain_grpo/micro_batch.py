@@ -1,8 +1,8 @@
 """Micro-batch plumbing of the transformed view, in verl 0.9.1's own layouts (nested/jagged TensorDicts).
 
-- `transformed_micro_batch`: the actor's micro-batch with the transformed view's multi-modal inputs and position ids
-  (from the agent loop's `extra_fields["domain_view"]`) in place of the original view's; token ids, masks and every
-  other field are shared, so the response is teacher-forced identically.
+- `transformed_micro_batch`: the actor's micro-batch with a transformed view's multi-modal inputs and position ids
+  (from the agent loop's `extra_fields["domain_view"]`, a list of views) in place of the original view's; token ids,
+  masks and every other field are shared, so the response is teacher-forced identically.
 - `response_position_mask`: which positions of the packed token stream carry the logits of response tokens — found by
   running verl's own `no_padding_2_padding` (the function that slices log-probs) on the position indices.
 """
@@ -13,6 +13,8 @@ import torch
 from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorData, NonTensorStack
 from verl.workers.utils.padding import no_padding_2_padding
+
+from verl_ext.transforms import TRANSFORM_NAMES
 
 VIEW_KEY = "domain_view"
 
@@ -26,23 +28,35 @@ def per_sample_values(value) -> list:
     return list(value)
 
 
-def domain_views(data: TensorDict) -> list[dict]:
-    """Each sample's transformed view (`extra_fields["domain_view"]`); raises if a sample has none."""
+def domain_views(data: TensorDict) -> list[list[dict]]:
+    """Each sample's transformed views (`extra_fields["domain_view"]`, one per transform; several in mixture mode).
+
+    Raises if a sample has none, or if the samples do not all have the same number of views.
+    """
     views = []
     for i, extra in enumerate(per_sample_values(data["extra_fields"])):
-        view = (extra or {}).get(VIEW_KEY)
-        if view is None:
+        sample_views = (extra or {}).get(VIEW_KEY)
+        if not sample_views:
             raise RuntimeError(
                 f"sample {i} of the micro-batch has no transformed view: set "
                 "actor_rollout_ref.rollout.agent.default_agent_loop=domain_single_turn_agent"
             )
-        views.append(view)
+        views.append(list(sample_views))
+    if len({len(v) for v in views}) > 1:
+        raise RuntimeError(f"samples carry different numbers of transformed views: {[len(v) for v in views]}")
     return views
 
 
-def transformed_micro_batch(data: TensorDict) -> TensorDict:
-    """Shallow copy of `data` whose `multi_modal_inputs` and `position_ids` are the transformed view's."""
-    views = domain_views(data)
+def transform_mask(data: TensorDict) -> torch.Tensor:
+    """`[batch]` bit mask of the transforms each sample's views used (bit i = `TRANSFORM_NAMES[i]`)."""
+    return torch.tensor(
+        [sum(1 << TRANSFORM_NAMES.index(v["transform"]) for v in views) for views in domain_views(data)]
+    )
+
+
+def transformed_micro_batch(data: TensorDict, k: int = 0) -> TensorDict:
+    """Shallow copy of `data` whose `multi_modal_inputs` and `position_ids` are those of each sample's view `k`."""
+    views = [sample_views[k] for sample_views in domain_views(data)]
     out = data.copy()
     originals = per_sample_values(data["multi_modal_inputs"])
     mm_inputs = []

@@ -53,7 +53,6 @@ def validate_run_config(config: Any) -> DomainConfig:
         files = config.data.train_files
         whitelists = training_row_whitelists(files if isinstance(files, str) else list(files))
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
-    check_worker_support(domain)
     if domain.needs_transformed_view and adv_estimator == "domain_grpo":
         check_engine_support(config)
     validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
@@ -73,13 +72,4 @@ def check_engine_support(config: Any) -> None:
         raise DomainConfigError(
             "actor_rollout_ref.actor.ulysses_sequence_parallel_size > 1 shards the logits over ranks, which the "
             "recipe's divergence hook does not gather yet; set it to 1"
-        )
-
-
-def check_worker_support(domain: DomainConfig) -> None:
-    """Refuse the options `verl_ext` defines but the recipe's worker does not run yet (rather than ignore them)."""
-    if domain.transforms.mode == "mixture":
-        raise DomainConfigError(
-            "domain.transforms.mode=mixture (one extra forward per transform) is not wired into the recipe's worker "
-            "yet; use mode=sample or mode=fixed"
         )

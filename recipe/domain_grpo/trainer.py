@@ -23,7 +23,7 @@ from verl_ext.estimator import consistency_weights, domain_advantage_inputs
 from verl_ext.transforms import TRANSFORM_NAMES
 
 DIVERGENCE_FIELD = "domain_divergence"
-TRANSFORM_ID_FIELD = "domain_transform_id"
+TRANSFORM_MASK_FIELD = "domain_transform_mask"
 TRAINER_MODE = "domain_grpo"
 
 
@@ -36,10 +36,11 @@ def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
     }
 
 
-def transform_counts(transform_ids: torch.Tensor) -> dict[str, int]:
-    """`domain/transform_count/<name>`: how many samples of the batch used each transform (ids `[batch]`)."""
-    counts = torch.bincount(transform_ids.reshape(-1).long(), minlength=len(TRANSFORM_NAMES))
-    return {f"domain/transform_count/{name}": int(c) for name, c in zip(TRANSFORM_NAMES, counts.tolist()) if c}
+def transform_counts(transform_masks: torch.Tensor) -> dict[str, int]:
+    """`domain/transform_count/<name>`: how many samples used each transform (`[batch]` bit masks, bit i = name i)."""
+    masks = transform_masks.reshape(-1).long()
+    counts = {name: int(((masks >> i) & 1).sum()) for i, name in enumerate(TRANSFORM_NAMES)}
+    return {f"domain/transform_count/{name}": c for name, c in counts.items() if c}
 
 
 def sample_consistency(per_token: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -74,11 +75,11 @@ class DomainGRPOTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         consistency = None
         if self.config.algorithm.adv_estimator == "domain_grpo" and self._domain_config().shaping.enable:
-            fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_ID_FIELD]
+            fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_MASK_FIELD]
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
             consistency = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"])  # [batch], keys order
             metrics.update(consistency_metrics(consistency))
-            metrics.update(transform_counts(data[TRANSFORM_ID_FIELD]))
+            metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD]))
         with domain_advantage_inputs(consistency=consistency) as inputs:
             batch = super()._compute_advantage(batch, metrics)
         if "advantage_abs_change_max" in inputs.stats:  # domain_grpo ran: how far the shaping moved GRPO's advantages

@@ -38,6 +38,7 @@ from recipe.domain_grpo.micro_batch import (
     domain_views,
     repair_position_ids,
     response_position_mask,
+    transform_mask,
     transformed_micro_batch,
 )
 from verl_ext.config import DomainConfig
@@ -47,10 +48,9 @@ from verl_ext.divergences import (
     sampled_log_probs,
     sampled_token_divergence,
 )
-from verl_ext.transforms import TRANSFORM_NAMES
 
 DIVERGENCE_KEY = "domain_divergence"
-TRANSFORM_ID_KEY = "domain_transform_id"  # index into verl_ext.transforms.TRANSFORM_NAMES, one per sample
+TRANSFORM_MASK_KEY = "domain_transform_mask"  # per sample: bit i set = TRANSFORM_NAMES[i] was one of its views
 PASS_KEY = "domain_pass"  # "consistency" (old-log-prob pass) or "constraint" (update)
 
 
@@ -88,21 +88,23 @@ class DomainLoss:
         domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
         if domain_pass is None:
             return {}
-        # The transformed view's graph is kept only when the DC gradient flows through it.
+        # The transformed views' graphs are kept only when the DC gradient flows through them.
         grad = domain_pass == "constraint" and not self.domain.constraint.detach_transformed
-        transformed_logits = self._transformed_logits(data, grad=grad)  # (1, nnz, V)
         mask = response_position_mask(data, student_logits.shape[1]).unsqueeze(0)  # (1, nnz)
-        if domain_pass == "consistency":
-            cfg = self.domain.shaping
+        cfg = self.domain.shaping if domain_pass == "consistency" else self.domain.constraint
+        original = student_logits.detach() if domain_pass == "consistency" else student_logits
+        n_views = len(domain_views(data)[0])  # 1, or every transform in mixture mode (the mean over views)
+        total = None
+        for k in range(n_views):
+            transformed = self._transformed_logits(data, grad=grad, k=k)  # (1, nnz, V)
             if cfg.estimator != "full":
-                return {DIVERGENCE_KEY: self._sampled(transformed_logits, student_logits.detach(), mask, data, cfg)}
-            out = full_vocab_divergences(transformed_logits, student_logits.detach(), mask, (cfg.divergence,))
-            return {DIVERGENCE_KEY: out[cfg.divergence].float()}
-        cfg = self.domain.constraint
-        if cfg.estimator != "full":
-            return {DIVERGENCE_KEY: self._sampled(transformed_logits, student_logits, mask, data, cfg)}
-        out = full_vocab_divergence(transformed_logits, student_logits, mask, cfg.divergence, cfg.chunk_tokens)
-        return {DIVERGENCE_KEY: out}
+                out = self._sampled(transformed, original, mask, data, cfg)
+            elif domain_pass == "consistency":
+                out = full_vocab_divergences(transformed, original, mask, (cfg.divergence,))[cfg.divergence].float()
+            else:
+                out = full_vocab_divergence(transformed, original, mask, cfg.divergence, cfg.chunk_tokens)
+            total = out if total is None else total + out
+        return {DIVERGENCE_KEY: total / n_views}
 
     @staticmethod
     def _sampled(transformed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, data: TensorDict, cfg: Any):
@@ -112,15 +114,15 @@ class DomainLoss:
         log_q = sampled_log_probs(original, labels, mask)  # (1, nnz)
         return sampled_token_divergence(log_p, log_q, mask, cfg.estimator)
 
-    def _transformed_logits(self, data: TensorDict, grad: bool) -> torch.Tensor:
-        """Run verl's own input/forward/output code on the transformed micro-batch; capture its processed logits."""
+    def _transformed_logits(self, data: TensorDict, grad: bool, k: int = 0) -> torch.Tensor:
+        """Run verl's own input/forward/output code on the micro-batch of view `k`; capture its processed logits."""
         captured: dict[str, torch.Tensor] = {}
 
         def capture(student_logits: torch.Tensor, data: TensorDict) -> dict:
             captured["logits"] = student_logits
             return {}
 
-        micro_batch = transformed_micro_batch(data)
+        micro_batch = transformed_micro_batch(data, k)
         # Only the logits are wanted from the transformed view: no log-probs, entropy or Σπ² of it.
         tu.assign_non_tensor(
             micro_batch, distillation_only=True, calculate_entropy=False, calculate_sum_pi_squared=False
@@ -167,10 +169,10 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
             return super().compute_log_prob(data)
         self._mark(data, "consistency")
         tu.assign_non_tensor(data, compute_loss=True)  # so the engine calls the logits processor
-        transform_ids = torch.tensor([TRANSFORM_NAMES.index(view["transform"]) for view in domain_views(data)])
+        transforms = transform_mask(data)  # [batch] which transforms each sample used, for the metrics
         output = super().compute_log_prob(data)
-        if output is not None:  # (the collecting rank) which transform each sample used, for the metrics
-            output[TRANSFORM_ID_KEY] = transform_ids
+        if output is not None:  # (the collecting rank)
+            output[TRANSFORM_MASK_KEY] = transforms
         return output
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))

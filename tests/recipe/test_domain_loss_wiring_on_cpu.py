@@ -24,8 +24,8 @@ PROMPT, RESPONSE = [3, 2], [2, 3]  # per sample: prompt and response lengths
 class FakeEngine:
     """Records the micro-batch it is given and returns fixed 'transformed view' logits through verl's hook."""
 
-    def __init__(self, logits: torch.Tensor) -> None:
-        self.logits, self.seen = logits, None
+    def __init__(self, *logits: torch.Tensor) -> None:
+        self.logits, self.seen, self.calls = logits, None, 0
 
     def prepare_model_inputs(self, micro_batch):
         self.seen = micro_batch
@@ -35,7 +35,8 @@ class FakeEngine:
         return SimpleNamespace()
 
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
-        logits_processor_func(student_logits=self.logits, data=micro_batch)
+        logits_processor_func(student_logits=self.logits[self.calls % len(self.logits)], data=micro_batch)
+        self.calls += 1
         return {}
 
 
@@ -69,7 +70,7 @@ def _micro_batch() -> TensorDict:
     data["multi_modal_inputs"] = NonTensorStack(
         {"pixel_values": torch.zeros(4, 3)}, {"pixel_values": torch.zeros(4, 3)}
     )
-    data["extra_fields"] = NonTensorStack(*[{"domain_view": v} for v in views])
+    data["extra_fields"] = NonTensorStack(*[{"domain_view": [v]} for v in views])
     return data
 
 
@@ -136,3 +137,21 @@ def test_sampled_token_estimate_uses_the_next_token_of_each_position():
         k1 = transformed[0, position].log_softmax(-1)[label] - original[0, position].log_softmax(-1)[label]
         assert abs(out[position].item() - k1.item()) < 1e-5
     assert out[[0, 1, 4, 5, 9]].abs().max() == 0
+
+
+def test_mixture_mode_averages_the_divergence_over_every_view():
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(2)
+    original, view_a, view_b = (torch.randn(1, nnz, VOCAB, generator=gen) for _ in range(3))
+    engine = FakeEngine(view_a, view_b)
+    loss = DomainLoss(SimpleNamespace(), DomainConfig.from_dict({"transforms": {"mode": "mixture"}}), engine)
+    data = _micro_batch()
+    per_sample = [extra["domain_view"] for extra in per_sample_values(data["extra_fields"])]
+    data["extra_fields"] = NonTensorStack(*[{"domain_view": views + views} for views in per_sample])  # 2 views each
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)[DIVERGENCE_KEY]
+    mask = torch.zeros(1, nnz, dtype=torch.bool)
+    mask[0, [2, 3, 6, 7, 8]] = True
+    expected = full_vocab_divergence(view_a, original, mask, "js") + full_vocab_divergence(view_b, original, mask, "js")
+    torch.testing.assert_close(out, (expected / 2).float())
+    assert engine.calls == 2

@@ -53,13 +53,12 @@ def test_plain_grpo_with_domain_terms_off_needs_no_whitelist(tmp_path):
     validate_run_config(_config(str(tmp_path / "does-not-exist.parquet"), adv="grpo", domain=off))
 
 
-def test_options_the_worker_does_not_run_are_refused(tmp_path):
+def test_sampled_estimators_and_mixture_mode_are_accepted(tmp_path):
     files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
     validate_run_config(
         _config(files, domain={"constraint": {"estimator": "k3"}, "shaping": {"estimator": "k1", "divergence": "kl"}})
     )
-    with pytest.raises(DomainConfigError, match="mixture"):
-        validate_run_config(_config(files, domain={"transforms": {"mode": "mixture"}}))
+    validate_run_config(_config(files, domain={"transforms": {"mode": "mixture"}}))
 
 
 def test_engine_settings_that_bypass_the_logits_hook_are_refused(tmp_path):

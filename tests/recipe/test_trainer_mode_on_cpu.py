@@ -29,12 +29,12 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
     seen = {}
 
     def fake_get(keys, partition_id, select_fields):
-        assert select_fields == ["domain_divergence", "response_mask", "domain_transform_id"]
+        assert select_fields == ["domain_divergence", "response_mask", "domain_transform_mask"]
         assert keys == ["a_0_0", "a_1_0"]
         return {
             "domain_divergence": per_token,
             "response_mask": response_mask,
-            "domain_transform_id": torch.tensor([1, 1]),
+            "domain_transform_mask": torch.tensor([2, 2]),
         }
 
     def fake_parent(self, batch, metrics):  # stands in for verl's _compute_advantage; records what it would see
@@ -56,7 +56,7 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
         assert metrics == {
             "domain/js_mean": 0.5,
             "domain/consistency_weight_mean": 0.5,
-            "domain/transform_count/rot90": 2,  # id 1 = TRANSFORM_NAMES[1]
+            "domain/transform_count/rot90": 2,  # mask 2 = bit 1 = TRANSFORM_NAMES[1]
         }
     else:
         assert seen["inputs"].consistency is None and metrics == {}
