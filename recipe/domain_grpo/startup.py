@@ -68,6 +68,12 @@ def check_engine_support(config: Any) -> None:
             "actor_rollout_ref.model.use_fused_kernels=true never materialises the full logits that the domain terms "
             "compare; set it to false (or switch the domain terms off)"
         )
+    shaping = OmegaConf.select(config, "domain.shaping.enable", default=True)
+    if shaping and OmegaConf.select(config, "algorithm.rollout_correction.bypass_mode", default=False):
+        raise DomainConfigError(
+            "algorithm.rollout_correction.bypass_mode=true skips the old-log-prob pass, where D_i is computed; set it "
+            "to false or domain.shaping.enable=false"
+        )
     if int(OmegaConf.select(config, "actor_rollout_ref.actor.ulysses_sequence_parallel_size", default=1)) > 1:
         raise DomainConfigError(
             "actor_rollout_ref.actor.ulysses_sequence_parallel_size > 1 shards the logits over ranks, which the "

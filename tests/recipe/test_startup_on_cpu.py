@@ -71,3 +71,11 @@ def test_engine_settings_that_bypass_the_logits_hook_are_refused(tmp_path):
     config.actor_rollout_ref.actor = {"ulysses_sequence_parallel_size": 2}
     with pytest.raises(DomainConfigError, match="ulysses_sequence_parallel_size"):
         validate_run_config(config)
+
+
+def test_bypassing_the_old_log_prob_pass_is_refused_when_shaping(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    config.algorithm.rollout_correction = {"bypass_mode": True}
+    with pytest.raises(DomainConfigError, match="bypass_mode"):
+        validate_run_config(config)
