@@ -102,9 +102,6 @@ cd "${REPO_DIR}"
     trainer.logger="${LOGGER}" \
     "${ARGS[@]}"
 
-# The last checkpoint's Hugging Face weights as ${CKPT_DIR}/final_hf: what the evaluation CLI and the experiment matrix
-# read (verl writes global_step_<N>/actor/huggingface and records N in latest_checkpointed_iteration.txt).
-if [[ -f "${CKPT_DIR}/latest_checkpointed_iteration.txt" ]]; then
-    LAST_STEP="$(cat "${CKPT_DIR}/latest_checkpointed_iteration.txt")"
-    ln -sfn "global_step_${LAST_STEP}/actor/huggingface" "${CKPT_DIR}/final_hf"
-fi
+# The last checkpoint's Hugging Face weights as ${CKPT_DIR}/final_hf (verl writes global_step_<N>/actor/huggingface).
+source "${REPO_DIR}/examples/final_hf.sh"
+link_final_hf "${CKPT_DIR}" "actor/huggingface"
