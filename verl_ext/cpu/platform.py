@@ -190,9 +190,14 @@ def register_cpu_engines(transformer_impl: ModuleType) -> None:
 
 
 def patch_process_group_backend(distributed: ModuleType) -> None:
-    """On the cpu platform, make ``initialize_global_process_group_ray`` default to plain ``"gloo"``.
+    """On the cpu platform, make verl's two process-group initialisers use plain ``"gloo"``.
 
-    Must run before ``verl.workers.engine_workers`` binds the function by name (it is installed as a post-import
+    * ``initialize_global_process_group_ray`` (Ray workers): the wrapper passes ``backend="gloo"`` when none is given.
+    * ``initialize_global_process_group`` (torchrun entry points, e.g. verl's SFT trainer): it hardcodes the backend
+      string, so on the cpu platform the wrapper does what it does with ``"gloo"`` (init, then the ranks from the
+      torchrun environment); verl's SFT trainer imports it inside ``main``, after this hook has run.
+
+    Must run before ``verl.workers.engine_workers`` binds the Ray variant by name (it is installed as a post-import
     hook on ``verl.utils.distributed``). A no-op wrapper on every other platform.
     """
     original = distributed.initialize_global_process_group_ray
@@ -207,5 +212,23 @@ def patch_process_group_backend(distributed: ModuleType) -> None:
             backend = "gloo"
         return original(timeout_second=timeout_second, backend=backend)
 
+    torchrun_original = distributed.initialize_global_process_group
+
+    @functools.wraps(torchrun_original)
+    def initialize_global_process_group(timeout_second: int = 36000) -> tuple[int, int, int]:
+        from datetime import timedelta
+
+        from verl.utils.device import get_device_name
+
+        if get_device_name() != PLATFORM_NAME:
+            return torchrun_original(timeout_second=timeout_second)
+        torch.distributed.init_process_group(
+            backend="gloo",
+            timeout=timedelta(seconds=timeout_second),
+            init_method=os.environ.get("DIST_INIT_METHOD", None),
+        )
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
     initialize_global_process_group_ray._verl_ext_cpu = True  # type: ignore[attr-defined]
     distributed.initialize_global_process_group_ray = initialize_global_process_group_ray
+    distributed.initialize_global_process_group = initialize_global_process_group

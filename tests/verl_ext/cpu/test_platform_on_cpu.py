@@ -109,7 +109,8 @@ def test_process_group_backend_is_gloo_on_cpu_only(
 ) -> None:
     calls = []
     module = types.SimpleNamespace(
-        initialize_global_process_group_ray=lambda timeout_second=None, backend=None: calls.append(backend)
+        initialize_global_process_group_ray=lambda timeout_second=None, backend=None: calls.append(backend),
+        initialize_global_process_group=lambda timeout_second=36000: calls.append("torchrun"),
     )
     monkeypatch.setattr("verl.utils.device.get_device_name", lambda: device)
     patch_process_group_backend(module)
@@ -117,3 +118,39 @@ def test_process_group_backend_is_gloo_on_cpu_only(
     module.initialize_global_process_group_ray()
     module.initialize_global_process_group_ray(backend="nccl")
     assert calls == [expected, "nccl"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_process_group_is_gloo_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verl's SFT trainer initialises through `initialize_global_process_group` (backend "cpu:gloo,cpu:gloo" on CPU,
+    which torch rejects); the wrapper inits plain gloo on the cpu platform and hands the original through elsewhere."""
+    import torch.distributed
+
+    calls = []
+    module = types.SimpleNamespace(
+        initialize_global_process_group_ray=lambda timeout_second=None, backend=None: None,
+        initialize_global_process_group=lambda timeout_second=36000: calls.append("original") or (0, 0, 1),
+    )
+    patch_process_group_backend(module)
+    monkeypatch.setattr("verl.utils.device.get_device_name", lambda: "cuda")
+    assert module.initialize_global_process_group() == (0, 0, 1)
+    assert calls == ["original"]
+    monkeypatch.setattr("verl.utils.device.get_device_name", lambda: "cpu")
+    port = _free_port()
+    monkeypatch.delenv("DIST_INIT_METHOD", raising=False)  # torchrun's env:// rendezvous
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        assert module.initialize_global_process_group() == (0, 0, 1)
+        assert torch.distributed.get_backend() == "gloo"
+    finally:
+        torch.distributed.destroy_process_group()
+    assert calls == ["original"]
