@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verl_ext.transforms import TRANSFORM_NAMES, check_transform_names  # noqa: F401  (light: torch/PIL only)
+from verl_ext.transforms import DIHEDRAL_NAMES, check_transform_names  # (light: torch/PIL only)
 
-ALL = TRANSFORM_NAMES  # identity, rot90, rot180, rot270, hflip, vflip
+# The 8 symmetries of the square: identity, rot90, rot180, rot270, hflip, vflip, transpose, transverse.
+ALL = DIHEDRAL_NAMES
+# Histopathology stained with haematoxylin and eosin: every symmetry, and H&E stain jitter (verl_ext/priors/stain.py).
+ALL_AND_STAIN = (*DIHEDRAL_NAMES, "hed_jitter")
 HFLIP_ONLY = ("identity", "hflip")
 VFLIP_ONLY = ("identity", "vflip")
 
@@ -57,7 +60,13 @@ _ORGAN_NOTE = (
 
 _INVARIANCES: dict[str, Invariance] = {
     **{name: _AERIAL for name in ("ucm", "aid", "rsicd", "whu_rs19", "patternnet", "resisc45", "s2_tiles")},
-    "medmnist/pathmnist": _MICROSCOPY,
+    "medmnist/pathmnist": Invariance(
+        ALL_AND_STAIN,
+        _MICROSCOPY.reason + " H&E stain intensity varies by lab, scanner and batch, not with the tissue class, so a "
+        "stain jitter in the HED colour space keeps the label.",
+        _MICROSCOPY.knowledge + " The strength of the haematoxylin and eosin staining varies between slides and does "
+        "not change the tissue type.",
+    ),
     "medmnist/bloodmnist": _MICROSCOPY,
     "medmnist/tissuemnist": _MICROSCOPY,
     "medmnist/dermamnist": Invariance(

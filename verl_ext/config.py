@@ -6,7 +6,7 @@ own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mi
     domain:
       constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
       shaping:    {enable, divergence, estimator}                                                           # DR (5)
-      transforms: {names, mode, seed}
+      transforms: {names, mode, seed, modules, params}
 
 Errors name the key and say what to change.
 """
@@ -14,15 +14,21 @@ Errors name the key and say what to change.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from verl_ext.transforms import check_transform_names
+from verl_ext.transforms import check_transform_names, get_transform, import_transform_modules
 
 DIVERGENCES = ("kl", "js")
-# "full": the whole next-token distribution (default); "k1"/"k3": verl's sampled-token estimators on log-probs of o_i.
-ESTIMATORS = ("full", "k1", "k3")
+# "full": the whole next-token distribution (default); "k1"/"k2"/"k3": verl's sampled-token estimators (`kl_penalty`)
+# on the log-probs of o_i.
+ESTIMATORS = ("full", "k1", "k2", "k3")
+# k1 = log p − log q is unbounded below: minimising it as a loss lowers the transformed view's likelihood of the
+# response instead of aligning the views, so the DC term refuses it (D_i may use it: it is only measured, then
+# clamped to [0, 1]).
+CONSTRAINT_ESTIMATORS = ("full", "k2", "k3")
 TRANSFORM_MODES = ("sample", "fixed", "mixture")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum")
 
@@ -44,7 +50,8 @@ class DomainConstraintConfig:
         enable: add the term to the actor loss.
         weight: λ ≥ 0 (the paper uses 1: L_DA = ... − L_dom). 0 gives plain GRPO's loss.
         divergence: "kl" (paper) or "js" (Table 8 ablation).
-        estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k3" estimate.
+        estimator: "full" vocabulary distributions (default) or the sampled-token "k2"/"k3" estimate (verl's
+            `kl_penalty`; "k1" is refused: unbounded below, minimising it lowers π^D(o) instead of aligning the views).
         detach_transformed: stop the gradient through π^D (the transformed view is a target); cheaper.
         loss_agg_mode: aggregation as verl's `agg_loss`; None uses the actor's `loss_agg_mode`.
         chunk_tokens: tokens per chunk of the full-vocabulary divergence; None sizes chunks to ~2^25 elements.
@@ -60,10 +67,15 @@ class DomainConstraintConfig:
 
     def __post_init__(self) -> None:
         _check_choice("constraint.divergence", self.divergence, DIVERGENCES)
-        _check_choice("constraint.estimator", self.estimator, ESTIMATORS)
+        if self.estimator == "k1":
+            raise DomainConfigError(
+                "domain.constraint.estimator=k1 is unbounded below (log π^D − log π): minimising it lowers the "
+                "transformed view's likelihood of the response instead of aligning the views; use k3 (or k2, or full)"
+            )
+        _check_choice("constraint.estimator", self.estimator, CONSTRAINT_ESTIMATORS)
         if self.estimator != "full" and self.divergence != "kl":
             raise DomainConfigError(
-                "domain.constraint.estimator=k1/k3 estimates a KL; set domain.constraint.divergence=kl"
+                f"domain.constraint.estimator={self.estimator} estimates a KL; set domain.constraint.divergence=kl"
             )
         if not self.weight >= 0:
             raise DomainConfigError(f"domain.constraint.weight={self.weight} must be >= 0 (0 disables the term)")
@@ -85,7 +97,8 @@ class DomainShapingConfig:
     Attributes:
         enable: scale the advantages; off gives GRPO's advantages.
         divergence: "js" (paper; bounded in [0, 1]) or "kl" (ablation; mapped to [0, 1] as min(KL, 1)).
-        estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k3" estimate (min(·, 1)).
+        estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k2"/"k3" estimate, mapped to
+            [0, 1] as clamp(·, 0, 1).
     """
 
     enable: bool = True
@@ -96,7 +109,9 @@ class DomainShapingConfig:
         _check_choice("shaping.divergence", self.divergence, DIVERGENCES)
         _check_choice("shaping.estimator", self.estimator, ESTIMATORS)
         if self.estimator != "full" and self.divergence != "kl":
-            raise DomainConfigError("domain.shaping.estimator=k1/k3 estimates a KL; set domain.shaping.divergence=kl")
+            raise DomainConfigError(
+                f"domain.shaping.estimator={self.estimator} estimates a KL; set domain.shaping.divergence=kl"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,19 +123,36 @@ class DomainTransformsConfig:
             checked at start-up.
         mode: "sample" one transform per sample and step, drawn uniformly (default); "fixed" always names[0];
             "mixture" averages the divergence over every allowed transform (one extra forward each).
-        seed: seed of the per-step draw.
+        seed: seed of the per-step draw (and of a stochastic transform's parameters).
+        modules: modules that register more transforms (`verl_ext.transforms.register_transform`); imported by every
+            process that parses this config, before `names` are checked.
+        params: per-transform parameters, `{name: {param: value}}` (e.g. `{hed_jitter: {sigma: 0.1}}`), checked
+            against the transform's function signature.
     """
 
     names: tuple[str, ...] = ("rot90", "rot180", "rot270")
     mode: str = "sample"
     seed: int = 0
+    modules: tuple[str, ...] = ()
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "modules", tuple(self.modules))
+        object.__setattr__(self, "params", {str(k): dict(v or {}) for k, v in dict(self.params or {}).items()})
         try:
+            import_transform_modules(self.modules, "domain.transforms.modules")
             check_transform_names(self.names, "domain.transforms.names")
+            check_transform_names(list(self.params), "domain.transforms.params")
         except ValueError as err:
             raise DomainConfigError(str(err)) from None
+        for name, values in self.params.items():
+            accepted = set(inspect.signature(get_transform(name).fn).parameters) - {"image", "generator"}
+            unknown = sorted(set(values) - accepted)
+            if unknown:
+                raise DomainConfigError(
+                    f"domain.transforms.params.{name}: unknown parameter(s) {unknown}; {name} takes {sorted(accepted)}"
+                )
         _check_choice("transforms.mode", self.mode, TRANSFORM_MODES)
         if self.mode == "fixed" and len(self.names) != 1:
             raise DomainConfigError(f"domain.transforms.mode=fixed needs exactly one name; got {list(self.names)}")
@@ -150,8 +182,10 @@ class DomainConfig:
         for name, section_cls in sections.items():
             section = dict(cfg.get(name) or {})
             _reject_unknown(f"domain.{name}", section, {f.name: None for f in dataclasses.fields(section_cls)})
-            if name == "transforms" and "names" in section:
-                section["names"] = tuple(section["names"])
+            if name == "transforms":
+                for key in ("names", "modules"):
+                    if key in section:
+                        section[key] = tuple(section[key])
             kwargs[name] = section_cls(**section)
         return cls(**kwargs)
 
@@ -167,33 +201,40 @@ def validate_for_training(
 ) -> None:
     """Start-up checks that need the rest of the run's config (and optionally the training rows' whitelists).
 
+    The transform checks run whenever a transformed view is needed (DC or DR on), whatever the estimator: `grpo`
+    with `domain.constraint.enable=true` builds the same view as `domain_grpo`.
+
     Args:
         domain: the parsed `domain:` section.
         adv_estimator: `algorithm.adv_estimator`.
         rollout_n: `actor_rollout_ref.rollout.n`, the group size G.
         row_whitelists: each training row's `extra_info["transforms"]`, to refuse a transform outside them.
     """
-    if adv_estimator != "domain_grpo":
-        if domain.shaping.enable:
-            raise DomainConfigError(
-                f"domain.shaping.enable=true needs algorithm.adv_estimator=domain_grpo (got {adv_estimator!r}); "
-                "set domain.shaping.enable=false to keep another estimator"
-            )
-        return
-    if rollout_n < 2:
+    if adv_estimator != "domain_grpo" and domain.shaping.enable:
+        raise DomainConfigError(
+            f"domain.shaping.enable=true needs algorithm.adv_estimator=domain_grpo (got {adv_estimator!r}); "
+            "set domain.shaping.enable=false to keep another estimator"
+        )
+    if adv_estimator == "domain_grpo" and rollout_n < 2:
         raise DomainConfigError(
             f"algorithm.adv_estimator=domain_grpo is group-relative: set actor_rollout_ref.rollout.n >= 2 "
             f"(got {rollout_n})"
         )
-    if domain.needs_transformed_view and not [n for n in domain.transforms.names if n != "identity"]:
+    if not domain.needs_transformed_view:
+        return
+    if not [n for n in domain.transforms.names if n != "identity"]:
         raise DomainConfigError(
-            "domain_grpo with the domain terms on needs at least one non-identity transform in "
+            "the domain terms (DC/DR) need at least one non-identity transform in "
             f"domain.transforms.names (got {list(domain.transforms.names)}); e.g. [rot90,rot180,rot270] or [vflip]"
         )
-    if row_whitelists is None or not domain.needs_transformed_view:
-        return
-    for i, allowed in enumerate(row_whitelists):
+    for i, allowed in enumerate(row_whitelists or []):
         check_transform_names(list(allowed), f"training row {i} extra_info.transforms")
+        if not [n for n in allowed if n != "identity"]:
+            raise DomainConfigError(
+                f"training row {i} allows no transform (extra_info.transforms={sorted(allowed)}): its label is not "
+                "invariant under any transform (e.g. a jigsaw puzzle, where a rotation changes the answer), so the "
+                "domain terms cannot be used on it; switch them off (method=grpo) or drop these rows"
+            )
         refused = sorted(set(domain.transforms.names) - set(allowed))
         if refused:
             raise DomainConfigError(

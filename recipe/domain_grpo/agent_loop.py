@@ -3,9 +3,10 @@
 Registered with verl's agent-loop registry as `domain_single_turn_agent` (select it with
 `actor_rollout_ref.rollout.agent.default_agent_loop=domain_single_turn_agent`). Generation is verl's own
 `SingleTurnAgentLoop` (vLLM on GPU); afterwards, where the PIL images and the processor already are, it draws the
-sample's transform and runs the model's image processor on T(x) (`verl_ext.views.transformed_view`). The result rides
-in `extra_fields["domain_view"]` to the actor's micro-batches, where the worker runs the policy on it teacher-forced
-on the same tokens. Validation samples get no transformed view.
+sample's transform (seeded by row, response and step) and puts its name and a seed for its parameters in
+`extra_fields["domain_view"]` — a few bytes; the actor builds the view itself from the sample's processed pixels
+(`recipe/domain_grpo/micro_batch.py`) and runs the policy on it teacher-forced on the same tokens. Validation samples
+get no transformed view.
 
 Two baseline options (`recipe/domain_grpo/augment.py`, `domain_recipe.augment` / `domain_recipe.oc`, off by default):
 `augment` (grpo_da) replaces a training prompt's images by T(x) before generation, so the actor trains on T(x) as the
@@ -18,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
-import torch
 from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
@@ -31,10 +31,11 @@ from recipe.domain_grpo.augment import (
     draw_for_sample,
     extras_from_config,
     is_training_sample,
+    rollout_seed_from_config,
     transform_images,
 )
 from verl_ext.config import DomainConfig
-from verl_ext.views import transformed_view
+from verl_ext.transforms import draw_seed
 
 AGENT_NAME = "domain_single_turn_agent"
 VIEW_KEY = "domain_view"
@@ -70,13 +71,17 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         section = self.config.get("domain")
         self.domain = DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section else {})
         self.augment, self.oc = extras_from_config(self.config)
-        self._augment_name: str | None = None  # set per call by `run`, read by `process_multi_modal_info`
+        self.rollout_seed = rollout_seed_from_config(self.config)
+        # set per call by `run`, read by `process_multi_modal_info` (verl builds one agent-loop object per sample)
+        self._augment_name: str | None = None
+        self._augment_seed = 0
 
     async def process_multi_modal_info(self, messages: list[dict]) -> dict:
         """verl's image extraction; with `domain_recipe.augment` on, the images are replaced by T(x)."""
         data = await super().process_multi_modal_info(messages)
         if self._augment_name is not None and data.get("images"):
-            data["images"] = transform_images(data["images"], self._augment_name)
+            params = self.domain.transforms.params.get(self._augment_name)
+            data["images"] = transform_images(data["images"], self._augment_name, self._augment_seed, params)
         return data
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
@@ -86,6 +91,10 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         if self.augment.enable and is_training_sample(kwargs):  # one T per prompt: the group shares the image
             key, step = sample_key(kwargs, "augment", per_response=False)
             self._augment_name = draw_for_sample(names, whitelist, self.augment.seed, key, step)
+            self._augment_seed = draw_seed(self.augment.seed, step, key)
+        if self.rollout_seed is not None:  # vLLM's per-request seed (and the CPU rollout's)
+            key, step = sample_key(kwargs, "rollout")
+            sampling_params = {**sampling_params, "seed": draw_seed(self.rollout_seed, step, key) % (2**31)}
         output = await super().run(sampling_params, **kwargs)
         if self._augment_name is not None:
             output.extra_fields[AUGMENT_TRANSFORM_KEY] = self._augment_name
@@ -108,7 +117,8 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
             return None, None
         key, step = sample_key(kwargs, "oc")
         name = draw_for_sample(names, whitelist, self.domain.transforms.seed, key, step)
-        view_images = transform_images(images, name)
+        seed = draw_seed(self.domain.transforms.seed, step, key)
+        view_images = transform_images(images, name, seed, self.domain.transforms.params.get(name))
         prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]), images=view_images)
         params = dict(sampling_params)
         if self.oc.greedy:
@@ -121,16 +131,15 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
         return text, name
 
     def _add_domain_view(self, output: AgentLoopOutput, kwargs: dict[str, Any]) -> AgentLoopOutput:
-        """The DC/DR transformed view of the sample's images in `extra_fields["domain_view"]` (when needed)."""
+        """The DC/DR views' specs `[{"transform", "seed"}]` in `extra_fields["domain_view"]` (when needed)."""
         images = (output.multi_modal_data or {}).get("images")
         if not self.domain.needs_transformed_view or not is_training_sample(kwargs) or not images:
             return output
         extra_info = kwargs.get("extra_info") or {}
         key, step = sample_key(kwargs, "view")
         names = choose_transforms(self.domain, list(extra_info.get("transforms", [])), key, step)
-        input_ids = torch.tensor(output.prompt_ids + output.response_ids, dtype=torch.long)  # [L]
-        mask = torch.ones_like(input_ids)
+        seed = self.domain.transforms.seed
         output.extra_fields[VIEW_KEY] = [
-            {"transform": name, **transformed_view(self.processor, images, input_ids, mask, name)} for name in names
+            {"transform": name, "seed": draw_seed(seed, step, f"{key}:{name}")} for name in names
         ]
         return output

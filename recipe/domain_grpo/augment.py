@@ -5,6 +5,7 @@ Config (recipe plumbing, not a method option of `domain:`; set by `config/method
     domain_recipe:
       augment: {enable, seed}           # grpo_da: generate (and train) on T(x) instead of x
       oc: {enable, weight, greedy}      # oc: a 2nd response on T(x); reward + weight · agreement(answer x, answer T(x))
+      rollout_seed: null                # int: seed every rollout request (vLLM's per-request `seed`), reproducible
 
 Both draw T from the row's whitelist (`extra_info.transforms`) ∩ `domain.transforms.names` (identity excluded), with
 `verl_ext.transforms.draw_transform`, keyed by the dataset row (data_source + extra_info.index), the step (verl passes
@@ -82,12 +83,31 @@ def _section(cls: type, key: str, values: Mapping[str, Any] | None) -> Any:
     return cls(**values)
 
 
+def rollout_seed_from_config(config: Any) -> int | None:
+    """`domain_recipe.rollout_seed`: None (the rollout engine's own randomness) or an int.
+
+    With an int, the recipe's agent loop sends each request a sampling seed drawn from (rollout_seed, row, response
+    of the group, step) — vLLM's per-request `SamplingParams.seed` — so a sample's tokens do not depend on which
+    replica serves it or in what order: runs with a different number of ranks or layouts sample the same batch.
+    """
+    value = (config.get("domain_recipe") or {}).get("rollout_seed")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AgentExtrasConfigError(f"domain_recipe.rollout_seed={value!r} must be an integer or null")
+    return int(value)
+
+
 def extras_from_config(config: Any) -> tuple[AugmentConfig, OutputConstraintConfig]:
     """Parse `domain_recipe.augment` and `domain_recipe.oc` from the run config (absent sections: off)."""
     from omegaconf import OmegaConf
 
     recipe = config.get("domain_recipe") or {}
     plain = OmegaConf.to_container(recipe, resolve=True) if OmegaConf.is_config(recipe) else dict(recipe)
+    known = {"actor_rollout_ref_worker", "augment", "oc", "rollout_seed"}
+    unknown = sorted(set(plain) - known)
+    if unknown:
+        raise AgentExtrasConfigError(f"domain_recipe: unknown key(s) {unknown}; known: {sorted(known)}")
     augment = _section(AugmentConfig, "augment", plain.get("augment"))
     oc = _section(OutputConstraintConfig, "oc", plain.get("oc"))
     if augment.enable and oc.enable:
@@ -159,6 +179,8 @@ def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: in
     return draw_transform(candidates, seed, step, key)
 
 
-def transform_images(images: Sequence[Image.Image], name: str) -> list[Image.Image]:
-    """Every image of a sample transformed by `name` (lossless pixel permutations)."""
-    return [apply_transform(image, name) for image in images]
+def transform_images(
+    images: Sequence[Image.Image], name: str, seed: int = 0, params: Mapping[str, Any] | None = None
+) -> list[Image.Image]:
+    """Every image of a sample transformed by `name` (geometric ones are lossless pixel permutations)."""
+    return [apply_transform(image, name, seed=seed, params=params) for image in images]

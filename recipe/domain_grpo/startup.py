@@ -8,8 +8,8 @@ from typing import Any
 from verl_ext.config import DomainConfig, DomainConfigError, validate_for_training
 
 
-def training_row_whitelists(files: str | Iterable[str]) -> list[list[str]]:
-    """Each training row's `extra_info.transforms` from verl parquet files (only that column is read).
+def training_row_infos(files: str | Iterable[str]) -> list[dict]:
+    """Each training row's `extra_info` from verl parquet files (only that column is read).
 
     Raises:
         ValueError: a file has no `extra_info` column or a row has no `transforms` entry.
@@ -17,7 +17,7 @@ def training_row_whitelists(files: str | Iterable[str]) -> list[list[str]]:
     import pyarrow.parquet as pq
 
     paths = [files] if isinstance(files, str) else list(files)
-    whitelists: list[list[str]] = []
+    infos: list[dict] = []
     for path in paths:
         table = pq.read_table(path, columns=["extra_info"])
         for i, info in enumerate(table.column("extra_info").to_pylist()):
@@ -26,12 +26,20 @@ def training_row_whitelists(files: str | Iterable[str]) -> list[list[str]]:
                     f"{path} row {i}: extra_info.transforms is missing; convert the data with `python -m data_prep` "
                     "(it writes each row's label-preserving transform whitelist)"
                 )
-            whitelists.append(list(info["transforms"]))
-    return whitelists
+            infos.append({**info, "_where": f"{path} row {i}"})
+    return infos
+
+
+def training_row_whitelists(files: str | Iterable[str]) -> list[list[str]]:
+    """Each training row's `extra_info.transforms` (see `training_row_infos`)."""
+    return [list(info["transforms"]) for info in training_row_infos(files)]
 
 
 def validate_run_config(config: Any) -> DomainConfig:
-    """Parse `config.domain` and check it against the rest of the run (estimator, group size, training rows).
+    """Parse `config.domain` and check it against the rest of the run (estimator, group size, training rows, engine).
+
+    Every check that concerns the transformed view runs whenever one is needed (`domain.constraint` or
+    `domain.shaping` on), whatever `algorithm.adv_estimator` is.
 
     Args:
         config: the full Hydra/OmegaConf run config (verl's ppo_trainer plus the recipe's keys).
@@ -48,15 +56,64 @@ def validate_run_config(config: Any) -> DomainConfig:
 
     adv_estimator = str(config.algorithm.adv_estimator)
     augment, oc = extras_from_config(config)
-    whitelists = None
-    if (adv_estimator == "domain_grpo" and domain.needs_transformed_view) or augment.enable or oc.enable:
+    infos = None
+    if domain.needs_transformed_view or augment.enable or oc.enable:
         files = config.data.train_files
-        whitelists = training_row_whitelists(files if isinstance(files, str) else list(files))
+        infos = training_row_infos(files if isinstance(files, str) else list(files))
+    whitelists = None if infos is None else [list(info["transforms"]) for info in infos]
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
-    if domain.needs_transformed_view and adv_estimator == "domain_grpo":
+    if domain.needs_transformed_view:
         check_engine_support(config)
+        check_view_wiring(config)
+    if augment.enable or oc.enable:
+        check_rows_have_split(infos or [], "augment" if augment.enable else "oc")
     validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
     return domain
+
+
+def check_rows_have_split(infos: list[dict], key: str) -> None:
+    """`domain_recipe.augment`/`oc` treat a row as training data by its `extra_info.split`; refuse rows without one.
+
+    verl 0.9.1 does not hand the validate flag to agent loops, so the split is how validation rows are told apart
+    (never augmented, no OC response); a row without it would be treated as a training row.
+    """
+    for info in infos:
+        if info.get("split") is None:
+            raise DomainConfigError(
+                f"domain_recipe.{key}.enable=true: {info['_where']} has no extra_info.split, so the agent loop cannot "
+                "tell a validation row from a training row; convert the data with `python -m data_prep` (it writes "
+                "split) or add extra_info.split to every row"
+            )
+
+
+def check_view_wiring(config: Any) -> None:
+    """The transformed view needs the recipe's agent loop (it draws T) and worker (it runs the view)."""
+    from omegaconf import OmegaConf
+
+    loop = OmegaConf.select(config, "actor_rollout_ref.rollout.agent.default_agent_loop", default=None)
+    if loop is not None and str(loop) != "domain_single_turn_agent":
+        raise DomainConfigError(
+            "domain.constraint/domain.shaping need a transformed view, drawn by the recipe's agent loop: set "
+            f"actor_rollout_ref.rollout.agent.default_agent_loop=domain_single_turn_agent (got {loop}), or switch the "
+            "domain terms off"
+        )
+    worker = OmegaConf.select(config, "domain_recipe.actor_rollout_ref_worker", default=None)
+    if worker is not None or OmegaConf.select(config, "domain_recipe", default=None) is not None:
+        from recipe.domain_grpo.task_runner import load_worker_cls
+        from recipe.domain_grpo.worker import DomainActorRolloutRefWorker
+
+        if not worker or not issubclass(load_worker_cls(str(worker)), DomainActorRolloutRefWorker):
+            raise DomainConfigError(
+                "domain.constraint/domain.shaping run the transformed view in the recipe's actor worker: set "
+                "domain_recipe.actor_rollout_ref_worker=recipe.domain_grpo.worker.DomainActorRolloutRefWorker (or a "
+                f"subclass; got {worker}), or switch the domain terms off"
+            )
+    if OmegaConf.select(config, "distillation.enabled", default=False):
+        raise DomainConfigError(
+            "distillation.enabled=true with the domain terms on: the recipe's worker installs its own loss (verl's "
+            "ppo_loss + DC) and uses the logits hook distillation needs, so the distillation term would disappear; "
+            "set distillation.enabled=false or switch the domain terms off"
+        )
 
 
 def check_engine_support(config: Any) -> None:

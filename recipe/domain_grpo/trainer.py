@@ -8,6 +8,7 @@ from TransferQueue, reduces it to each sample's D_i (mean over its response toke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,7 +21,6 @@ from verl.workers.utils.padding import response_from_nested
 from verl_ext.config import DomainConfig
 from verl_ext.divergences import per_sample_mean
 from verl_ext.estimator import consistency_weights, domain_advantage_inputs
-from verl_ext.transforms import TRANSFORM_NAMES
 
 DIVERGENCE_FIELD = "domain_divergence"
 TRANSFORM_MASK_FIELD = "domain_transform_mask"
@@ -36,10 +36,15 @@ def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
     }
 
 
-def transform_counts(transform_masks: torch.Tensor) -> dict[str, int]:
-    """`domain/transform_count/<name>`: how many samples used each transform (`[batch]` bit masks, bit i = name i)."""
+def transform_counts(transform_masks: torch.Tensor, names: Sequence[str]) -> dict[str, int]:
+    """`domain/transform_count/<name>`: how many samples' views used each transform.
+
+    Args:
+        transform_masks: `[batch]` bit masks from the worker, bit i = `names[i]`.
+        names: `domain.transforms.names`.
+    """
     masks = transform_masks.reshape(-1).long()
-    counts = {name: int(((masks >> i) & 1).sum()) for i, name in enumerate(TRANSFORM_NAMES)}
+    counts = {name: int(((masks >> i) & 1).sum()) for i, name in enumerate(names)}
     return {f"domain/transform_count/{name}": c for name, c in counts.items() if c}
 
 
@@ -74,12 +79,13 @@ class DomainGRPOTrainer(PPOTrainerSync):
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         consistency = None
-        if self.config.algorithm.adv_estimator == "domain_grpo" and self._domain_config().shaping.enable:
+        domain = self._domain_config()
+        if self.config.algorithm.adv_estimator == "domain_grpo" and domain.shaping.enable:
             fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_MASK_FIELD]
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
             consistency = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"])  # [batch], keys order
             metrics.update(consistency_metrics(consistency))
-            metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD]))
+            metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD], domain.transforms.names))
         with domain_advantage_inputs(consistency=consistency) as inputs:
             batch = super()._compute_advantage(batch, metrics)
         if "advantage_abs_change_max" in inputs.stats:  # domain_grpo ran: how far the shaping moved GRPO's advantages

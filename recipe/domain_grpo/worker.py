@@ -6,12 +6,15 @@ How the second view runs inside verl's own engine, without copying it: verl's FS
 micro-batch to a "logits processor" — the hook top-k distillation uses (`distillation_use_topk`), with the installed
 loss function as the processor. `DomainLoss` is that loss function. Called as the processor with the original view's
 logits, it runs the same engine methods (`prepare_model_inputs` → `module` → `prepare_model_outputs`) on a copy of
-the micro-batch whose multi-modal inputs and position ids are the transformed view's (prepared by the agent loop),
-and returns the per-token divergence between the views in verl's own token layout. Called as the loss, it adds
-λ · agg_loss(divergence) to verl's `ppo_loss`. One backward covers both views; FSDP and the rollout are untouched.
+the micro-batch whose multi-modal inputs and position ids are the transformed view's — built here from the sample's
+own processed pixels (`micro_batch.ViewBuilder`; the agent loop sends only the transform's name and seed) — and
+returns the per-token divergence between the views in verl's own token layout (padded or packed). Called as the loss,
+it adds λ · agg_loss(divergence) to verl's `ppo_loss`. One backward covers both views; FSDP and the rollout are
+untouched. Rows without a view (verl's text-only padding rows, text-only data) keep their inputs and add nothing.
 
 - old-log-prob pass (`compute_log_prob`, no gradient, rollout policy): the per-token D(π^D ‖ π) of
-  `domain.shaping` → the field `domain_divergence` in TransferQueue → the trainer mode's D_i.
+  `domain.shaping` → the field `domain_divergence` in TransferQueue → the trainer mode's D_i. verl's reference pass
+  through the actor (LoRA: `no_lora_adapter=True`) and validation passes run as verl's, unmarked.
 - update (`update_actor`): the DC term of `domain.constraint` in the same micro-batches, one backward.
 
 It also repairs 3-D position ids that come back from TransferQueue ragged on the wrong dimension when every sequence of
@@ -35,11 +38,11 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 from recipe.domain_grpo.micro_batch import (
-    domain_views,
+    ViewBuilder,
     repair_position_ids,
     response_position_mask,
+    sample_positions,
     transform_mask,
-    transformed_micro_batch,
 )
 from verl_ext.config import DomainConfig
 from verl_ext.divergences import (
@@ -50,15 +53,18 @@ from verl_ext.divergences import (
 )
 
 DIVERGENCE_KEY = "domain_divergence"
-TRANSFORM_MASK_KEY = "domain_transform_mask"  # per sample: bit i set = TRANSFORM_NAMES[i] was one of its views
+TRANSFORM_MASK_KEY = "domain_transform_mask"  # per sample: bit i set = domain.transforms.names[i] was one of its views
 PASS_KEY = "domain_pass"  # "consistency" (old-log-prob pass) or "constraint" (update)
 
 
 class DomainLoss:
     """verl's `ppo_loss` plus the DC term; also the logits processor that runs the transformed view."""
 
-    def __init__(self, actor_config: Any, domain: DomainConfig, engine: Any) -> None:
+    def __init__(self, actor_config: Any, domain: DomainConfig, engine: Any, views: ViewBuilder | None = None) -> None:
         self.actor_config, self.domain, self.engine = actor_config, domain, engine
+        if views is None and engine is not None:
+            views = ViewBuilder.from_processor(engine.model_config.get_processor(), domain.transforms.params)
+        self.views = views
 
     def __call__(self, *, data: TensorDict, model_output: dict | None = None, dp_group: Any = None, **kwargs: Any):
         if "student_logits" in kwargs:  # verl's engine calls the loss function as its logits processor first
@@ -84,27 +90,40 @@ class DomainLoss:
         return loss + self.domain.constraint.weight * divergence, metrics
 
     def process_logits(self, student_logits: torch.Tensor, data: TensorDict) -> dict[str, torch.Tensor]:
-        """Per-token divergence `(1, total_nnz)` between the transformed and the original view's distributions."""
+        """Per-token divergence `(1, total_nnz)` between the transformed and the original view's distributions.
+
+        In mixture mode each position gets the mean over its sample's built views; rows without a view get 0.
+        """
         domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
         if domain_pass is None:
             return {}
         # The transformed views' graphs are kept only when the DC gradient flows through them.
         grad = domain_pass == "constraint" and not self.domain.constraint.detach_transformed
-        mask = response_position_mask(data, student_logits.shape[1]).unsqueeze(0)  # (1, nnz)
+        nnz = student_logits.shape[1]
+        response = response_position_mask(data, nnz).to(student_logits.device)  # (nnz,)
+        owner = sample_positions(data, nnz).to(student_logits.device)  # (nnz,) sample of each position, -1 = pad
         cfg = self.domain.shaping if domain_pass == "consistency" else self.domain.constraint
         original = student_logits.detach() if domain_pass == "consistency" else student_logits
-        n_views = len(domain_views(data)[0])  # 1, or every transform in mixture mode (the mean over views)
-        total = None
-        for k in range(n_views):
-            transformed = self._transformed_logits(data, grad=grad, k=k)  # (1, nnz, V)
+        total = torch.zeros((1, nnz), dtype=torch.float32, device=student_logits.device)  # (1, nnz)
+        built = torch.zeros(data.batch_size[0], device=student_logits.device)  # [bsz] views built per sample
+        for k in range(len(self.views.validity(data))):  # 1 view, or every transform in mixture mode
+            micro_batch, valid = self.views.micro_batch(data, k)
+            if not any(valid):
+                continue
+            valid_rows = torch.tensor(valid, device=student_logits.device)  # [bsz]
+            rows_ok = (owner >= 0) & valid_rows[owner.clamp_min(0)]  # (nnz,)
+            mask = (response & rows_ok).unsqueeze(0)  # (1, nnz)
+            transformed = self._transformed_logits(micro_batch, grad=grad)  # (1, nnz, V)
             if cfg.estimator != "full":
                 out = self._sampled(transformed, original, mask, data, cfg)
             elif domain_pass == "consistency":
                 out = full_vocab_divergences(transformed, original, mask, (cfg.divergence,))[cfg.divergence].float()
             else:
                 out = full_vocab_divergence(transformed, original, mask, cfg.divergence, cfg.chunk_tokens)
-            total = out if total is None else total + out
-        return {DIVERGENCE_KEY: total / n_views}
+            total = total + out * mask  # (1, nnz); 0 off the mask
+            built = built + valid_rows
+        per_position = built[owner.clamp_min(0)].clamp_min(1.0).unsqueeze(0)  # (1, nnz)
+        return {DIVERGENCE_KEY: total / per_position}
 
     @staticmethod
     def _sampled(transformed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, data: TensorDict, cfg: Any):
@@ -114,15 +133,14 @@ class DomainLoss:
         log_q = sampled_log_probs(original, labels, mask)  # (1, nnz)
         return sampled_token_divergence(log_p, log_q, mask, cfg.estimator)
 
-    def _transformed_logits(self, data: TensorDict, grad: bool, k: int = 0) -> torch.Tensor:
-        """Run verl's own input/forward/output code on the micro-batch of view `k`; capture its processed logits."""
+    def _transformed_logits(self, micro_batch: TensorDict, grad: bool) -> torch.Tensor:
+        """Run verl's own input/forward/output code on a transformed view's micro-batch; capture its logits."""
         captured: dict[str, torch.Tensor] = {}
 
         def capture(student_logits: torch.Tensor, data: TensorDict) -> dict:
             captured["logits"] = student_logits
             return {}
 
-        micro_batch = transformed_micro_batch(data, k)
         # Only the logits are wanted from the transformed view: no log-probs, entropy or Σπ² of it.
         tu.assign_non_tensor(
             micro_batch, distillation_only=True, calculate_entropy=False, calculate_sum_pi_squared=False
@@ -134,6 +152,18 @@ class DomainLoss:
                 output=raw, output_args=output_args, micro_batch=micro_batch, logits_processor_func=capture
             )
         return captured["logits"]
+
+
+def is_consistency_pass(data: TensorDict, domain: DomainConfig) -> bool:
+    """Whether a `compute_log_prob` call is the old-log-prob pass that computes D_i.
+
+    Not when shaping is off, for validation, or for verl's reference pass run through the actor with the LoRA adapter
+    disabled (`no_lora_adapter=True`: the v1 trainer's `ref_in_actor` path): that pass is the reference policy, and
+    marking it would let the reference model's divergence overwrite the policy's D_i.
+    """
+    if not domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
+        return False
+    return not tu.get_non_tensor_data(data, "no_lora_adapter", default=False)
 
 
 class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
@@ -165,11 +195,12 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
     def compute_log_prob(self, data: TensorDict) -> TensorDict:
         repair_position_ids(data)
-        if not self.domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
+        if not is_consistency_pass(data, self.domain):
             return super().compute_log_prob(data)
         self._mark(data, "consistency")
         tu.assign_non_tensor(data, compute_loss=True)  # so the engine calls the logits processor
-        transforms = transform_mask(data)  # [batch] which transforms each sample used, for the metrics
+        # [batch] which transforms each sample's built views used, for the metrics
+        transforms = transform_mask(data, self.loss_fn.views.validity(data), self.domain.transforms.names)
         output = super().compute_log_prob(data)
         if output is not None:  # (the collecting rank)
             output[TRANSFORM_MASK_KEY] = transforms

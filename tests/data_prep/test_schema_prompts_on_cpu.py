@@ -9,7 +9,7 @@ from data_prep import allowed_transforms
 from data_prep.prompts import build_question
 from data_prep.schema import ARROW_SCHEMA, COLUMNS, ground_truth_for, make_row
 from data_prep.whitelist import known_datasets
-from verl_ext.transforms import TRANSFORM_NAMES
+from verl_ext.transforms import DIHEDRAL_NAMES
 
 CHEST = [*"atelectasis cardiomegaly effusion".split(), "no finding"]
 
@@ -85,11 +85,12 @@ def test_injection_prompt_adds_the_datasets_invariance():
 @pytest.mark.parametrize(
     ("dataset", "expected"),
     [
-        ("ucm", TRANSFORM_NAMES),
-        ("resisc45", TRANSFORM_NAMES),
-        ("s2_tiles", TRANSFORM_NAMES),
-        ("medmnist/pathmnist", TRANSFORM_NAMES),
-        ("medmnist/dermamnist", TRANSFORM_NAMES),
+        ("ucm", DIHEDRAL_NAMES),
+        ("resisc45", DIHEDRAL_NAMES),
+        ("s2_tiles", DIHEDRAL_NAMES),
+        ("medmnist/pathmnist", (*DIHEDRAL_NAMES, "hed_jitter")),
+        ("medmnist/bloodmnist", DIHEDRAL_NAMES),
+        ("medmnist/dermamnist", DIHEDRAL_NAMES),
         ("medmnist/organamnist", ("identity", "vflip")),
         ("organcmnist", ("identity", "vflip")),
         ("medmnist/organsmnist", ("identity", "vflip")),
@@ -108,7 +109,7 @@ def test_every_dataset_has_a_whitelist_and_left_right_subsets_never_hflip():
     assert {f"medmnist/{f}mnist" for f in flags} <= names
     assert {"ucm", "aid", "rsicd", "whu_rs19", "patternnet", "resisc45"} <= names
     for flag in ("organamnist", "organcmnist", "organsmnist"):
-        assert not {"hflip", "rot90", "rot180", "rot270"} & set(allowed_transforms(flag))
+        assert not {"hflip", "rot90", "rot180", "rot270", "transpose", "transverse"} & set(allowed_transforms(flag))
     with pytest.raises(KeyError):
         allowed_transforms("mnist")
 

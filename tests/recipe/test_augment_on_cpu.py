@@ -22,6 +22,7 @@ from recipe.domain_grpo.augment import (
     validate_agent_extras,
 )
 from recipe.domain_grpo.sft_data import answer_text, convert_rows
+from verl_ext.config import DomainConfig
 from verl_ext.rewards import compute_score
 
 VOCAB = ["beach", "forest", "harbor"]
@@ -77,7 +78,8 @@ def test_agent_loop_swaps_images_before_generation_when_a_transform_is_drawn(mon
 
     monkeypatch.setattr(SingleTurnAgentLoop, "process_multi_modal_info", _fixed_images)
     loop = DomainSingleTurnAgentLoop.__new__(DomainSingleTurnAgentLoop)  # no verl worker needed for this method
-    loop._augment_name = "rot90"
+    loop.domain = DomainConfig()
+    loop._augment_name, loop._augment_seed = "rot90", 0
     assert asyncio.run(loop.process_multi_modal_info([]))["images"][0].size == (2, 4)
     loop._augment_name = None
     assert asyncio.run(loop.process_multi_modal_info([]))["images"][0].size == (4, 2)

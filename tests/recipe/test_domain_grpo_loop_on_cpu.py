@@ -36,7 +36,10 @@ def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, ru
     subprocess.run([sys.executable, "-m", "data_prep", "demo-rs", "--out", str(tmp_path / "rs")], check=True)
     data = (tmp_path / "rs" / "train.parquet", tmp_path / "rs" / "test.parquet")
     # The recipe's defaults: DC (KL, weight 1) + DR (JS), one rotation drawn per sample and step.
+    # 3 prompts x n=4 = 12 samples, mini-batches of 2 x 4 = 8: verl pads the batch with 4 synthetic text-only rows that
+    # copy sample 0's fields (its view spec too); they must keep their inputs and add nothing.
     overrides = [*SAVE, "actor_rollout_ref.actor.optim.weight_decay=0.0", "data.max_prompt_length=1024"]
+    overrides += ["data.train_batch_size=3", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
     result, metrics = run_tiny_training(tmp_path, STEPS, overrides, data=data)
     assert result.returncode == 0, result.stdout[-6000:]
     assert sorted(metrics) == list(range(1, STEPS + 1))
@@ -46,9 +49,9 @@ def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, ru
         assert 0.0 < values["domain/js_mean"] <= 1.0  # the views differ, so D_i > 0
         assert values["domain/consistency_weight_mean"] == pytest.approx(1.0 - values["domain/js_mean"], abs=1e-6)
         assert values["actor/domain_loss"] > 0.0
-        # every sample used one of the configured rotations: 2 prompts x n=4 samples
+        # every real sample used one of the configured rotations (3 prompts x n=4); the 4 padding rows none
         counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
-        assert set(counts) <= {"rot90", "rot180", "rot270"} and sum(counts.values()) == 8
+        assert set(counts) <= {"rot90", "rot180", "rot270"} and sum(counts.values()) == 12
         # shaping moved the advantages (by |A_i| * D_i), and only a little (D_i is small for a random model)
         assert 0.0 < values["domain/advantage_abs_change_max"] < 1.0
         assert values["actor/grad_norm"] > 0

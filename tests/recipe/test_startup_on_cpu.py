@@ -79,3 +79,89 @@ def test_bypassing_the_old_log_prob_pass_is_refused_when_shaping(tmp_path):
     config.algorithm.rollout_correction = {"bypass_mode": True}
     with pytest.raises(DomainConfigError, match="bypass_mode"):
         validate_run_config(config)
+
+
+# --- The checks run whenever a transformed view is needed, whatever the estimator (hardening issue, point 3) ---
+DC_ONLY = {"shaping": {"enable": False}, "constraint": {"enable": True}}
+
+
+def test_grpo_with_dc_still_checks_the_rows_whitelists(tmp_path):
+    files = _parquet(tmp_path / "organ.parquet", [["identity", "vflip"]])
+    with pytest.raises(DomainConfigError, match=r"includes \['rot180', 'rot270', 'rot90'\]"):
+        validate_run_config(_config(files, adv="grpo", domain=DC_ONLY))
+
+
+def test_grpo_with_dc_still_refuses_engines_that_bypass_the_hook(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files, adv="grpo", domain=DC_ONLY)
+    config.actor_rollout_ref.actor = {"ulysses_sequence_parallel_size": 2}
+    with pytest.raises(DomainConfigError, match="ulysses_sequence_parallel_size"):
+        validate_run_config(config)
+    config = _config(files, adv="grpo", domain=DC_ONLY)
+    config.actor_rollout_ref.model = {"use_fused_kernels": True}
+    with pytest.raises(DomainConfigError, match="use_fused_kernels"):
+        validate_run_config(config)
+
+
+def test_fixed_mode_respects_each_rows_whitelist(tmp_path):
+    files = _parquet(tmp_path / "mixed.parquet", [["identity", "rot90", "vflip"], ["identity", "vflip"]])
+    fixed_rot = {"transforms": {"names": ["rot90"], "mode": "fixed"}}
+    with pytest.raises(DomainConfigError, match=r"training row 1 does not allow"):
+        validate_run_config(_config(files, domain=fixed_rot))
+    validate_run_config(_config(files, domain={"transforms": {"names": ["vflip"], "mode": "fixed"}}))
+
+
+def test_rows_that_allow_no_transform_are_refused_with_the_reason(tmp_path):
+    files = _parquet(tmp_path / "jigsaw.parquet", [[], ["identity"]])
+    with pytest.raises(DomainConfigError, match="row 0 allows no transform.*jigsaw"):
+        validate_run_config(_config(files))
+    off = {"shaping": {"enable": False}, "constraint": {"enable": False}}
+    validate_run_config(_config(files, adv="grpo", domain=off))  # plain GRPO on such rows is fine
+
+
+def test_distillation_with_the_domain_terms_is_refused(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    config.distillation = {"enabled": True}
+    with pytest.raises(DomainConfigError, match="distillation.enabled=true"):
+        validate_run_config(config)
+
+
+def test_k1_is_refused_for_dc_and_k2_k3_accepted(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    with pytest.raises(DomainConfigError, match="estimator=k1 is unbounded below"):
+        validate_run_config(_config(files, domain={"constraint": {"estimator": "k1"}}))
+    for estimator in ("k2", "k3"):
+        validate_run_config(_config(files, domain={"constraint": {"estimator": estimator}}))
+
+
+def test_a_view_needs_the_recipes_agent_loop_and_worker(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files, adv="grpo", domain=DC_ONLY)
+    config.actor_rollout_ref.rollout.agent = {"default_agent_loop": "single_turn_agent"}
+    with pytest.raises(DomainConfigError, match="default_agent_loop=domain_single_turn_agent"):
+        validate_run_config(config)
+    config = _config(files, adv="grpo", domain=DC_ONLY)
+    config.domain_recipe = {"actor_rollout_ref_worker": None}
+    with pytest.raises(DomainConfigError, match="domain_recipe.actor_rollout_ref_worker"):
+        validate_run_config(config)
+    config.domain_recipe = {"actor_rollout_ref_worker": "verl.workers.engine_workers.ActorRolloutRefWorker"}
+    with pytest.raises(DomainConfigError, match="domain_recipe.actor_rollout_ref_worker"):
+        validate_run_config(config)
+    config.domain_recipe = {"actor_rollout_ref_worker": "recipe.domain_grpo.worker.DomainActorRolloutRefWorker"}
+    validate_run_config(config)
+
+
+@pytest.mark.parametrize("key", ["augment", "oc"])
+def test_augment_and_oc_refuse_rows_without_a_split(tmp_path, key):
+    path = tmp_path / "nosplit.parquet"
+    rows = [
+        {"extra_info": {"index": 0, "transforms": ["rot90"], "split": "train"}},
+        {"extra_info": {"index": 1, "transforms": ["rot90"]}},
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    off = {"shaping": {"enable": False}, "constraint": {"enable": False}, "transforms": {"names": ["rot90"]}}
+    config = _config(str(path), adv="grpo", domain=off)
+    config.domain_recipe = {key: {"enable": True}}
+    with pytest.raises(DomainConfigError, match=rf"domain_recipe.{key}.enable=true: .*row 1 has no extra_info.split"):
+        validate_run_config(config)

@@ -34,7 +34,7 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
         return {
             "domain_divergence": per_token,
             "response_mask": response_mask,
-            "domain_transform_mask": torch.tensor([2, 2]),
+            "domain_transform_mask": torch.tensor([1, 1]),
         }
 
     def fake_parent(self, batch, metrics):  # stands in for verl's _compute_advantage; records what it would see
@@ -56,7 +56,7 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
         assert metrics == {
             "domain/js_mean": 0.5,
             "domain/consistency_weight_mean": 0.5,
-            "domain/transform_count/rot90": 2,  # mask 2 = bit 1 = TRANSFORM_NAMES[1]
+            "domain/transform_count/rot90": 2,  # mask 1 = bit 0 = domain.transforms.names[0]
         }
     else:
         assert seen["inputs"].consistency is None and metrics == {}

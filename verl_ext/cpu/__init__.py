@@ -8,7 +8,9 @@ owns each registry (``verl_ext.import_hooks.when_imported``), so this ``__init__
 * a gloo default for ``initialize_global_process_group_ray`` on the cpu platform (verl's default backend string is
   invalid there; unchanged on every other platform);
 * rollout ``hf`` (transformers ``generate``) in ``_ROLLOUT_REGISTRY`` and ``RolloutReplicaRegistry``
-  (``hf_rollout``), selected by ``actor_rollout_ref.rollout.name=hf``.
+  (``hf_rollout``), selected by ``actor_rollout_ref.rollout.name=hf``;
+* pure-torch flash-attention kernels bound in ``verl.models.transformers.qwen2_vl`` on the cpu platform
+  (``varlen_attention``), so verl's remove-padding (packed) path runs with ``use_remove_padding=true``.
 
 Every verl process must import it: set ``VERL_USE_EXTERNAL_MODULES=verl_ext.cpu`` and ``VERL_PLATFORM=cpu`` in the
 driver and in ``ray_kwargs.ray_init.runtime_env.env_vars``. ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml`` does
@@ -52,7 +54,14 @@ def _register_rollout_replica(replica: ModuleType) -> None:
     replica.RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: importlib.import_module(_HF_ROLLOUT).HFReplica)
 
 
+def _bind_flash_attention(qwen2_vl: ModuleType) -> None:
+    from verl_ext.cpu.varlen_attention import bind_cpu_flash_attention
+
+    bind_cpu_flash_attention(qwen2_vl)
+
+
 when_imported("verl.plugin.platform.platform_manager", _register_platform)
+when_imported("verl.models.transformers.qwen2_vl", _bind_flash_attention)
 when_imported("verl.utils.distributed", _patch_process_group)
 when_imported("verl.workers.engine.fsdp.transformer_impl", _register_engines)
 when_imported("verl.workers.rollout.base", _register_rollout_adapter)

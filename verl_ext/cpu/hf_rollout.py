@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 ROLLOUT_NAME = "hf"
 SERVER_NAME_PREFIX = "hf_server_"
 # Sampling keys the agent loop sends (see AgentLoopWorker.generate_sequences) and what this backend does with them.
-_SAMPLING_KEYS = {"temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "max_tokens", "max_new_tokens"}
+# `seed`: a per-request sampling seed, as vLLM's SamplingParams takes it (the recipe's agent loop sets it when
+# `domain_recipe.rollout_seed` is set): the same request then samples the same tokens on any replica.
+_SAMPLING_KEYS = {"temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "max_tokens", "max_new_tokens", "seed"}
 
 
 @dataclass
@@ -129,6 +131,8 @@ class HFGenerateServer:
             logger.warning("hf rollout ignores sampling params %s", sorted(unknown))
         inputs = self._model_inputs(prompt_ids, image_data)
         want_logprobs = bool(sampling_params.get("logprobs", False))
+        if sampling_params.get("seed") is not None:  # requests are served one at a time: the global RNG is ours
+            torch.manual_seed(int(sampling_params["seed"]))
         out = self.model.generate(
             **inputs,
             **self._generation_kwargs(len(prompt_ids), sampling_params),
