@@ -42,7 +42,9 @@ SERVER_NAME_PREFIX = "hf_server_"
 # Sampling keys the agent loop sends (see AgentLoopWorker.generate_sequences) and what this backend does with them.
 # `seed`: a per-request sampling seed, as vLLM's SamplingParams takes it (the recipe's agent loop sets it when
 # `domain_recipe.rollout_seed` is set): the same request then samples the same tokens on any replica.
-_SAMPLING_KEYS = {"temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "max_tokens", "max_new_tokens", "seed"}
+_SAMPLING_KEYS = {
+    *("temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "max_tokens", "max_new_tokens", "seed")
+}
 
 
 @dataclass

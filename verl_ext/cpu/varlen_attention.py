@@ -96,14 +96,24 @@ def flash_attention_forward(
         bounds = torch.tensor([0, n])
         if attention_mask is None:
             out[b] = varlen_attention(
-                query_states[b], key_states[b], value_states[b], bounds, bounds, softmax_scale=softmax_scale,
+                query_states[b],
+                key_states[b],
+                value_states[b],
+                bounds,
+                bounds,
+                softmax_scale=softmax_scale,
                 causal=is_causal,
             )
         else:  # left- or right-padded: attend over the valid tokens only
             keep = attention_mask[b].bool()
             out[b, keep] = varlen_attention(
-                query_states[b, keep], key_states[b, keep], value_states[b, keep], bounds, bounds,
-                softmax_scale=softmax_scale, causal=is_causal,
+                query_states[b, keep],
+                key_states[b, keep],
+                value_states[b, keep],
+                bounds,
+                bounds,
+                softmax_scale=softmax_scale,
+                causal=is_causal,
             )
     return out
 
