@@ -21,6 +21,7 @@ resize and turn (measured in tests/verl_ext/test_views_on_cpu.py and bench/RESUL
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,25 @@ def patchify(image: torch.Tensor, layout: PatchLayout) -> tuple[torch.Tensor, li
     return x.reshape(t * h * w, channels * tp * p * p), [t, h, w]
 
 
+@functools.lru_cache(maxsize=256)
+def _geometric_index(
+    name: str, grid: tuple[int, int, int], columns: int, layout: PatchLayout
+) -> tuple[torch.Tensor, tuple]:
+    """(flat gather index, output grid) of a geometric transform on one image's patches (a pixel permutation).
+
+    Computed once per (transform, grid) by running unpatchify → T → patchify on the element indices themselves.
+    """
+    n = grid[0] * grid[1] * grid[2]
+    positions = torch.arange(n * columns, dtype=torch.float64).view(n, columns)  # exact up to 2^53 elements
+    image = unpatchify(positions, grid, layout)
+    moved = run_transform(name, image, torch.Generator())
+    height, width = image.shape[-2:]
+    if tuple(moved.shape[-2:]) not in ((height, width), (width, height)):
+        raise ValueError(f"geometric transform {name!r} turned a {height}x{width} image into {tuple(moved.shape[-2:])}")
+    flat, out_grid = patchify(moved.contiguous(), layout)
+    return flat.reshape(-1).long(), tuple(out_grid)
+
+
 def _fit_to_grid(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """`[..., H', W']` resized to (height, width) or (width, height), whichever is closer in aspect ratio."""
     out_h, out_w = image.shape[-2:]
@@ -114,6 +134,11 @@ def patch_view(
     std = torch.tensor(layout.image_std, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
     out_pixels, out_grids = [], []
     for patches, grid in zip(pixel_values.split(sizes), image_grid_thw.tolist(), strict=True):
+        if spec.kind == "geometric" and not params:  # a pixel permutation: one gather with a cached index
+            index, view_grid = _geometric_index(transform, tuple(grid), patches.shape[-1], layout)
+            out_pixels.append(torch.take(patches, index.to(patches.device)).view_as(patches))
+            out_grids.append(list(view_grid))
+            continue
         image = unpatchify(patches, grid, layout)  # [t, Tp, C, H, W]
         height, width = image.shape[-2:]
         if spec.kind == "geometric":

@@ -28,10 +28,13 @@ TRAINER_MODE = "domain_grpo"
 
 
 def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
-    """`domain/js_mean` (mean D_i) and `domain/consistency_weight_mean` (mean 1 − D_i) of a batch `[batch]`."""
+    """`domain/js_mean`, `domain/js_min`, `domain/js_max` (D_i over the batch `[batch]`) and
+    `domain/consistency_weight_mean` (mean 1 − D_i)."""
     weights = consistency_weights(consistency, consistency.numel())
     return {
         "domain/js_mean": consistency.float().mean().item(),
+        "domain/js_min": consistency.float().min().item(),
+        "domain/js_max": consistency.float().max().item(),
         "domain/consistency_weight_mean": weights.float().mean().item(),
     }
 

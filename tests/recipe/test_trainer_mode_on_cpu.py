@@ -55,6 +55,8 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
         # mean D = 0.5, mean (1 - D) = 0.5
         assert metrics == {
             "domain/js_mean": 0.5,
+            "domain/js_min": 0.25,
+            "domain/js_max": 0.75,
             "domain/consistency_weight_mean": 0.5,
             "domain/transform_count/rot90": 2,  # mask 1 = bit 0 = domain.transforms.names[0]
         }

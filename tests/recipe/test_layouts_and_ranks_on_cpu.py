@@ -1,0 +1,83 @@
+"""verl's GPU layouts on CPU: the packed (remove-padding) layout and two data-parallel ranks give the padded one-rank
+run's DC term, D_i and gradient norm on the same batch (hardening issue, point 6).
+
+Three runs of Domain-Aware GRPO through verl's own loop, one step each, on real Sentinel-2 tiles of different shapes
+(a 90° turn of a non-square tile swaps its patch grid, so the views' M-RoPE ids are recomputed and packed sequences
+differ in length): padded on one rank, packed on one rank, packed on two ranks (FSDP2 over gloo, two CPU processes,
+two rollout replicas). `domain_recipe.rollout_seed` seeds every request, so all three sample the same batch; every
+compared number is computed with the initial weights. Mixture mode: each sample's divergence is the mean over all three
+rotations, so the comparison covers every view the sample has.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+COMMON = [
+    "domain_recipe.rollout_seed=7",
+    "domain.transforms.mode=mixture",
+    "data.max_prompt_length=1024",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+]
+LAYOUTS = {
+    "padded_1rank": [],
+    "packed_1rank": ["actor_rollout_ref.model.use_remove_padding=true"],
+    "packed_2ranks": ["actor_rollout_ref.model.use_remove_padding=true", "trainer.n_gpus_per_node=2"],
+}
+COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
+
+
+def _crop(image: dict, size: tuple[int, int]) -> dict:
+    with Image.open(io.BytesIO(image["bytes"])) as source:
+        out = source.convert("RGB").crop((0, 0, *size))
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": image.get("path")}
+
+
+def _shaped_tiles(tmp_path: Path) -> tuple[Path, Path]:
+    """`data_prep demo-rs` tiles (112 px) cropped to 112 × 56 and 56 × 112 for the first two rows (the first batch)."""
+    subprocess.run([sys.executable, "-m", "data_prep", "demo-rs", "--out", str(tmp_path / "rs")], check=True)
+    rows = pd.read_parquet(tmp_path / "rs" / "train.parquet").head(4)
+    for i, size in enumerate([(112, 56), (56, 112)]):
+        rows.at[i, "images"] = [_crop(image, size) for image in rows.at[i, "images"]]
+    train = tmp_path / "shaped.parquet"
+    rows.to_parquet(train)
+    return train, tmp_path / "rs" / "test.parquet"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from conftest import _run_tiny_training
+
+    data = _shaped_tiles(tmp_path_factory.mktemp("data"))
+    metrics = {}
+    for name, overrides in LAYOUTS.items():
+        result, values = _run_tiny_training(tmp_path_factory.mktemp(name), 1, [*COMMON, *overrides], data=data)
+        assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}"
+        metrics[name] = values[1]
+    return metrics
+
+
+def test_the_three_runs_sampled_the_same_batch(runs):
+    for name, values in runs.items():
+        counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
+        assert counts == {"rot90": 8, "rot180": 8, "rot270": 8}, name  # mixture: every sample, every rotation
+        for key in ("critic/score/mean", "response_length/mean", "prompt_length/mean"):
+            assert values[key] == runs["padded_1rank"][key], (name, key)
+        assert 0 < values["domain/js_mean"] <= 1 and values["actor/domain_loss"] > 0
+
+
+@pytest.mark.parametrize(("run", "reference"), [("packed_1rank", "padded_1rank"), ("packed_2ranks", "packed_1rank")])
+def test_dc_di_and_grad_norm_match(runs, run, reference):
+    for key in COMPARED:
+        assert runs[run][key] == pytest.approx(runs[reference][key], rel=1e-5, abs=1e-6), key
