@@ -82,11 +82,11 @@ def measure(repeats: int) -> list[dict]:
             old_bytes = len(pickle.dumps(old_views))
             new_bytes = len(pickle.dumps(new_views))
 
-            def old_build(names=names):
+            def old_build(names=names, image=image):
                 for name in names:
                     processor(images=[apply_transform(image, name)], return_tensors="pt")
 
-            def new_build(names=names):
+            def new_build(names=names, original=original):
                 for name in names:
                     patch_view(original["pixel_values"], original["image_grid_thw"], name, layout)
 

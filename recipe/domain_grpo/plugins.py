@@ -5,7 +5,6 @@ estimator (verl_ext), the `domain_grpo` v1 trainer mode and the `domain_single_t
 """
 
 import verl_ext  # noqa: F401  (register_adv_est("domain_grpo"))
-from recipe.domain_grpo import agent_loop, trainer  # noqa: F401  (register_trainer, agent-loop register)
-from recipe.domain_grpo import verl_fixes
+from recipe.domain_grpo import agent_loop, trainer, verl_fixes  # noqa: F401  (register_trainer, agent-loop register)
 
 verl_fixes.install()  # repairs of verl 0.9.1 bugs the recipe's runs hit (recipe/domain_grpo/verl_fixes.py)
