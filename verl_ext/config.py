@@ -7,6 +7,7 @@ own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mi
       constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
       shaping:    {enable, divergence, estimator}                                                           # DR (5)
       transforms: {names, mode, seed, modules, params}
+      validation: {enable, max_rows}          # invariance metrics in verl's validation (val-domain/...)
 
 Errors name the key and say what to change.
 """
@@ -159,12 +160,32 @@ class DomainTransformsConfig:
 
 
 @dataclass(frozen=True)
+class DomainValidationConfig:
+    """Invariance inside verl's validation (`recipe/domain_grpo/validation.py`, metrics `val-domain/...`).
+
+    Attributes:
+        enable: after verl's validation, answer the first `max_rows` validation rows under every transform of
+            `domain.transforms.names` and log accuracy per view, agreement with the original and the views' mean
+            JS divergence per data source (needs `trainer.v1.trainer_mode=domain_grpo`, with any estimator).
+        max_rows: validation rows used (each costs one generation per view and one actor pass per transform).
+    """
+
+    enable: bool = True
+    max_rows: int = 64
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
+            raise DomainConfigError(f"domain.validation.max_rows={self.max_rows!r} must be an integer >= 1")
+
+
+@dataclass(frozen=True)
 class DomainConfig:
     """Everything Domain-Aware GRPO adds to verl, under the top-level `domain:` key."""
 
     constraint: DomainConstraintConfig = field(default_factory=DomainConstraintConfig)
     shaping: DomainShapingConfig = field(default_factory=DomainShapingConfig)
     transforms: DomainTransformsConfig = field(default_factory=DomainTransformsConfig)
+    validation: DomainValidationConfig = field(default_factory=DomainValidationConfig)
 
     @property
     def needs_transformed_view(self) -> bool:
@@ -177,6 +198,7 @@ class DomainConfig:
         cfg = dict(cfg or {})
         sections = {"constraint": DomainConstraintConfig, "shaping": DomainShapingConfig}
         sections["transforms"] = DomainTransformsConfig
+        sections["validation"] = DomainValidationConfig
         _reject_unknown("domain", cfg, sections)
         kwargs = {}
         for name, section_cls in sections.items():

@@ -8,6 +8,9 @@ sample's transform (seeded by row, response and step) and puts its name and a se
 (`recipe/domain_grpo/micro_batch.py`) and runs the policy on it teacher-forced on the same tokens. Validation samples
 get no transformed view.
 
+Validation rows that carry `domain_val_view=T` (the trainer mode's invariance pass, recipe/domain_grpo/validation.py)
+are answered on T(x): the images are transformed before verl's processor, as with `augment`.
+
 Two baseline options (`recipe/domain_grpo/augment.py`, `domain_recipe.augment` / `domain_recipe.oc`, off by default):
 `augment` (grpo_da) replaces a training prompt's images by T(x) before generation, so the actor trains on T(x) as the
 original; `oc` generates a second response on T(x) and hands its text to the reward function in
@@ -38,6 +41,7 @@ from verl_ext.config import DomainConfig
 from verl_ext.transforms import draw_seed
 
 AGENT_NAME = "domain_single_turn_agent"
+VAL_VIEW_FIELD = "domain_val_view"  # = validation.VIEW_FIELD
 VIEW_KEY = "domain_view"
 
 
@@ -92,6 +96,10 @@ class DomainSingleTurnAgentLoop(SingleTurnAgentLoop):
             key, step = sample_key(kwargs, "augment", per_response=False)
             self._augment_name = draw_for_sample(names, whitelist, self.augment.seed, key, step)
             self._augment_seed = draw_seed(self.augment.seed, step, key)
+        view = kwargs.get(VAL_VIEW_FIELD)
+        if view is not None and view != "identity":  # the trainer's val-domain pass: answer the row on T(x)
+            self._augment_name = str(view)
+            self._augment_seed = draw_seed(self.domain.transforms.seed, -1, f"val:{(extra_info or {}).get('index')}")
         if self.rollout_seed is not None:  # vLLM's per-request seed (and the CPU rollout's)
             key, step = sample_key(kwargs, "rollout")
             sampling_params = {**sampling_params, "seed": draw_seed(self.rollout_seed, step, key) % (2**31)}

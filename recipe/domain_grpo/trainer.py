@@ -18,6 +18,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
 
+from recipe.domain_grpo.validation import DomainValidationMixin
 from verl_ext.config import DomainConfig
 from verl_ext.divergences import per_sample_mean
 from verl_ext.estimator import consistency_weights, domain_advantage_inputs
@@ -63,8 +64,9 @@ def sample_consistency(per_token: torch.Tensor, response_mask: torch.Tensor) -> 
 
 
 @register_trainer(TRAINER_MODE)
-class DomainGRPOTrainer(PPOTrainerSync):
-    """verl's `sync` trainer mode plus D_i for `algorithm.adv_estimator=domain_grpo`."""
+class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
+    """verl's `sync` trainer mode plus D_i for `algorithm.adv_estimator=domain_grpo`, and the invariance metrics of
+    `domain.validation` after verl's own validation (`recipe/domain_grpo/validation.py`)."""
 
     # verl tests `self.trainer_mode == "sync"` in several places (replay buffer, dataloader refill, checkpoint state);
     # this mode is synchronous, so it reports "sync" whatever name selected it.

@@ -53,6 +53,7 @@ from verl_ext.divergences import (
 )
 
 DIVERGENCE_KEY = "domain_divergence"
+VAL_DIVERGENCE_FLAG = "domain_val_divergence"  # = validation.DIVERGENCE_FLAG (kept import-light here)
 TRANSFORM_MASK_KEY = "domain_transform_mask"  # per sample: bit i set = domain.transforms.names[i] was one of its views
 PASS_KEY = "domain_pass"  # "consistency" (old-log-prob pass) or "constraint" (update)
 
@@ -62,9 +63,15 @@ class DomainLoss:
 
     def __init__(self, actor_config: Any, domain: DomainConfig, engine: Any, views: ViewBuilder | None = None) -> None:
         self.actor_config, self.domain, self.engine = actor_config, domain, engine
-        if views is None and engine is not None:
-            views = ViewBuilder.from_processor(engine.model_config.get_processor(), domain.transforms.params)
-        self.views = views
+        self._views = views
+
+    @property
+    def views(self) -> ViewBuilder:
+        """The view builder, made from the engine's processor on first use (a text-only model never needs one)."""
+        if self._views is None:
+            processor = self.engine.model_config.get_processor()
+            self._views = ViewBuilder.from_processor(processor, self.domain.transforms.params)
+        return self._views
 
     def __call__(self, *, data: TensorDict, model_output: dict | None = None, dp_group: Any = None, **kwargs: Any):
         if "student_logits" in kwargs:  # verl's engine calls the loss function as its logits processor first
@@ -159,8 +166,11 @@ def is_consistency_pass(data: TensorDict, domain: DomainConfig) -> bool:
 
     Not when shaping is off, for validation, or for verl's reference pass run through the actor with the LoRA adapter
     disabled (`no_lora_adapter=True`: the v1 trainer's `ref_in_actor` path): that pass is the reference policy, and
-    marking it would let the reference model's divergence overwrite the policy's D_i.
+    marking it would let the reference model's divergence overwrite the policy's D_i. Always for the trainer mode's
+    validation-invariance pass (`domain_val_divergence`, recipe/domain_grpo/validation.py).
     """
+    if tu.get_non_tensor_data(data, VAL_DIVERGENCE_FLAG, default=False):  # the trainer's val-domain pass
+        return True
     if not domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
         return False
     return not tu.get_non_tensor_data(data, "no_lora_adapter", default=False)
@@ -174,7 +184,7 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
         super().init_model()
         section = self.config.get("domain")
         self.domain = DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section else {})
-        if "actor" in self.role and self.domain.needs_transformed_view:
+        if "actor" in self.role and (self.domain.needs_transformed_view or self.domain.validation.enable):
             if self.domain.constraint.active:
                 # flash-attn's cross-entropy (verl's log-probs on GPU) writes its backward into the logits' storage
                 # in place, without bumping autograd's version counter; the DC term's backward re-reads those logits.
