@@ -5,7 +5,7 @@ own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mi
 
     domain:
       constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
-      shaping:    {enable, divergence, estimator}                                                           # DR (5)
+      shaping:    {enable, divergence, estimator, base_estimator}                                           # DR (5)
       transforms: {names, mode, seed}
 
 Errors name the key and say what to change.
@@ -24,6 +24,9 @@ DIVERGENCES = ("kl", "js")
 # "full": the whole next-token distribution (default); "k1"/"k3": verl's sampled-token estimators on log-probs of o_i.
 ESTIMATORS = ("full", "k1", "k3")
 TRANSFORM_MODES = ("sample", "fixed", "mixture")
+# verl estimators that cannot be DR's base: they need inputs verl's compute_advantage hands only to them by name
+# (a critic's values, GDPO's reward components, OTB's sum_pi_squared), or they are domain_grpo itself.
+INVALID_BASE_ESTIMATORS = ("gae", "gdpo", "optimal_token_baseline", "tir_optimal_token_baseline", "domain_grpo")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum")
 
 
@@ -86,15 +89,24 @@ class DomainShapingConfig:
         enable: scale the advantages; off gives GRPO's advantages.
         divergence: "js" (paper; bounded in [0, 1]) or "kl" (ablation; mapped to [0, 1] as min(KL, 1)).
         estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k3" estimate (min(·, 1)).
+        base_estimator: the verl outcome estimator whose advantages A_i are shaped: "grpo" (the paper's, default),
+            or any other registered one ("rloo", "reinforce_plus_plus", "opo", ...); checked against verl's registry
+            at start-up. With shaping off, domain_grpo equals this estimator bit for bit.
     """
 
     enable: bool = True
     divergence: str = "js"
     estimator: str = "full"
+    base_estimator: str = "grpo"
 
     def __post_init__(self) -> None:
         _check_choice("shaping.divergence", self.divergence, DIVERGENCES)
         _check_choice("shaping.estimator", self.estimator, ESTIMATORS)
+        if not isinstance(self.base_estimator, str) or self.base_estimator in INVALID_BASE_ESTIMATORS:
+            raise DomainConfigError(
+                f"domain.shaping.base_estimator={self.base_estimator!r} cannot be shaped (it needs inputs verl hands "
+                "only to it, or it is domain_grpo); choose an outcome estimator such as grpo, rloo, reinforce_plus_plus"
+            )
         if self.estimator != "full" and self.divergence != "kl":
             raise DomainConfigError("domain.shaping.estimator=k1/k3 estimates a KL; set domain.shaping.divergence=kl")
 
@@ -178,6 +190,12 @@ def validate_for_training(
             raise DomainConfigError(
                 f"domain.shaping.enable=true needs algorithm.adv_estimator=domain_grpo (got {adv_estimator!r}); "
                 "set domain.shaping.enable=false to keep another estimator"
+            )
+        if domain.shaping.base_estimator != "grpo":
+            raise DomainConfigError(
+                f"domain.shaping.base_estimator={domain.shaping.base_estimator!r} is read by "
+                f"algorithm.adv_estimator=domain_grpo only (got {adv_estimator!r}); set "
+                f"algorithm.adv_estimator={domain.shaping.base_estimator} and drop the key, or use domain_grpo"
             )
         return
     if rollout_n < 2:
