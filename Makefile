@@ -10,7 +10,7 @@ export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-fast demo lint bench clean
+.PHONY: venv test test-fast demo lint bench upstream-check clean
 
 # torch/torchvision first, from the wheels on local disk (a plain `torch` would pull a multi-GB CUDA build);
 # then the project with its test extra, held to the versions recorded in requirements/cpu-lock.txt.
@@ -40,6 +40,10 @@ lint: venv
 
 bench: venv
 	$(PY) bench/bench_divergences.py
+
+# The verl PR (upstream/): apply the patch to a copy of the installed verl and run its tests and verl's.
+upstream-check: venv
+	$(PY) upstream/prove_patch.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -5,7 +5,7 @@ own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mi
 
     domain:
       constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
-      shaping:    {enable, divergence, estimator}                                                           # DR (5)
+      shaping:    {enable, divergence, estimator, base_estimator}                                           # DR (5)
       transforms: {names, mode, seed, modules, params}
       validation: {enable, max_rows}          # invariance metrics in verl's validation (val-domain/...)
 
@@ -31,6 +31,9 @@ ESTIMATORS = ("full", "k1", "k2", "k3")
 # clamped to [0, 1]).
 CONSTRAINT_ESTIMATORS = ("full", "k2", "k3")
 TRANSFORM_MODES = ("sample", "fixed", "mixture")
+# verl estimators that cannot be DR's base: they need inputs verl's compute_advantage hands only to them by name
+# (a critic's values, GDPO's reward components, OTB's sum_pi_squared), or they are domain_grpo itself.
+INVALID_BASE_ESTIMATORS = ("gae", "gdpo", "optimal_token_baseline", "tir_optimal_token_baseline", "domain_grpo")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum")
 
 
@@ -100,15 +103,24 @@ class DomainShapingConfig:
         divergence: "js" (paper; bounded in [0, 1]) or "kl" (ablation; mapped to [0, 1] as min(KL, 1)).
         estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k2"/"k3" estimate, mapped to
             [0, 1] as clamp(·, 0, 1).
+        base_estimator: the verl outcome estimator whose advantages A_i are shaped: "grpo" (the paper's, default),
+            or any other registered one ("rloo", "reinforce_plus_plus", "opo", ...); checked against verl's registry
+            at start-up. With shaping off, domain_grpo equals this estimator bit for bit.
     """
 
     enable: bool = True
     divergence: str = "js"
     estimator: str = "full"
+    base_estimator: str = "grpo"
 
     def __post_init__(self) -> None:
         _check_choice("shaping.divergence", self.divergence, DIVERGENCES)
         _check_choice("shaping.estimator", self.estimator, ESTIMATORS)
+        if not isinstance(self.base_estimator, str) or self.base_estimator in INVALID_BASE_ESTIMATORS:
+            raise DomainConfigError(
+                f"domain.shaping.base_estimator={self.base_estimator!r} cannot be shaped (it needs inputs verl hands "
+                "only to it, or it is domain_grpo); choose an outcome estimator such as grpo, rloo, reinforce_plus_plus"
+            )
         if self.estimator != "full" and self.divergence != "kl":
             raise DomainConfigError(
                 f"domain.shaping.estimator={self.estimator} estimates a KL; set domain.shaping.divergence=kl"
@@ -236,6 +248,12 @@ def validate_for_training(
         raise DomainConfigError(
             f"domain.shaping.enable=true needs algorithm.adv_estimator=domain_grpo (got {adv_estimator!r}); "
             "set domain.shaping.enable=false to keep another estimator"
+        )
+    if adv_estimator != "domain_grpo" and domain.shaping.base_estimator != "grpo":
+        raise DomainConfigError(
+            f"domain.shaping.base_estimator={domain.shaping.base_estimator!r} is read by "
+            f"algorithm.adv_estimator=domain_grpo only (got {adv_estimator!r}); set "
+            f"algorithm.adv_estimator={domain.shaping.base_estimator} and drop the key, or use domain_grpo"
         )
     if adv_estimator == "domain_grpo" and rollout_n < 2:
         raise DomainConfigError(

@@ -1,15 +1,17 @@
-"""The `domain_grpo` advantage estimator: GRPO's group-relative advantage scaled by each sample's consistency.
+"""The `domain_grpo` advantage estimator: a base estimator's advantage scaled by each sample's consistency.
 
 Paper (arXiv 2601.16419):
-    eq. (1)  A_i   = (r_i − mean_j r_j) / std_j r_j
+    eq. (1)  A_i   = (r_i − mean_j r_j) / std_j r_j          (GRPO, the paper's base; any verl outcome estimator here)
     eq. (5)  A_i^d = (1 − D_i) · A_i,    D_i = D_JS(π^D_θ ‖ π_θ) ∈ [0, 1] for sample i
 
-How D_i reaches the estimator. verl's `compute_advantage` calls a registered estimator with a fixed set of inputs
-(`token_level_rewards, response_mask, config, index`), and no per-sample extra. verl's own GDPO needed a branch there;
-an upstream PR would add one (`domain_consistency=data.batch["domain_consistency"]`). Without editing verl, the
-recipe's trainer mode fetches the field from TransferQueue and opens `domain_advantage_inputs(consistency=...)` around
-its call to verl's unchanged `_compute_advantage`; the estimator takes the explicit keyword first, then that context.
-Called with neither, it raises: `domain_grpo` never silently degrades to GRPO.
+How D_i reaches the estimator depends on the verl it runs on (`verl_has_domain_grpo`, exactly one path at run time):
+- stock verl 0.9.1: `compute_advantage` calls a registered estimator with a fixed set of inputs
+  (`token_level_rewards, response_mask, config, index`) and no per-sample extra. The recipe's trainer mode opens
+  `domain_advantage_inputs(consistency=..., base_estimator=...)` around verl's unchanged `_compute_advantage`; this
+  module's estimator (registered by `verl_ext.registry`) takes the explicit keyword first, then that context.
+- verl with `upstream/verl-0.9.1-domain_grpo.patch`: verl registers its own `domain_grpo` and hands it
+  `data.batch["domain_consistency"]` in `compute_advantage`; this module's estimator is then not registered.
+Called with neither keyword nor context, this estimator raises: `domain_grpo` never silently degrades to GRPO.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
+
+from verl_ext.config import INVALID_BASE_ESTIMATORS
 
 
 @dataclass(frozen=True)
@@ -30,12 +35,14 @@ class DomainAdvantageInputs:
 
     Attributes:
         consistency: `[batch]` D_i ∈ [0, 1] in the batch's row order, or None when reward shaping is off
-            (then `domain_grpo` returns GRPO's advantages unchanged).
+            (then `domain_grpo` returns the base estimator's advantages unchanged).
+        base_estimator: the verl estimator whose advantages are shaped (`domain.shaping.base_estimator`).
         stats: filled by the estimator: `advantage_abs_change_max`, max |A_i^d − A_i| over the batch (0.0 exactly when
-            the result is GRPO's), for the trainer's metrics.
+            the result is the base estimator's), for the trainer's metrics.
     """
 
     consistency: torch.Tensor | None
+    base_estimator: str = "grpo"
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -43,13 +50,33 @@ _INPUTS: contextvars.ContextVar[DomainAdvantageInputs | None] = contextvars.Cont
 
 
 @contextlib.contextmanager
-def domain_advantage_inputs(consistency: torch.Tensor | None) -> Iterator[DomainAdvantageInputs]:
-    """Make `consistency` (`[batch]` D_i, or None for no shaping) visible to `domain_grpo` calls inside the block."""
-    token = _INPUTS.set(DomainAdvantageInputs(consistency=consistency))
+def domain_advantage_inputs(
+    consistency: torch.Tensor | None, base_estimator: str = "grpo"
+) -> Iterator[DomainAdvantageInputs]:
+    """Make `consistency` (`[batch]` D_i, or None for no shaping) and the base estimator visible to `domain_grpo`."""
+    token = _INPUTS.set(DomainAdvantageInputs(consistency=consistency, base_estimator=base_estimator))
     try:
         yield _INPUTS.get()
     finally:
         _INPUTS.reset(token)
+
+
+def verl_has_domain_grpo(core_algos: ModuleType | None = None) -> bool:
+    """True when verl's own `core_algos` carries `domain_grpo` (verl patched with `upstream/`), False on stock 0.9.1."""
+    if core_algos is None:
+        from verl.trainer.ppo import core_algos  # lazy: verl imports Ray
+    return "DOMAIN_GRPO" in core_algos.AdvantageEstimator.__members__
+
+
+def check_base_estimator(name: str) -> None:
+    """Raise ValueError naming `domain.shaping.base_estimator` unless verl can run `name` as DR's base."""
+    from verl.trainer.ppo import core_algos
+
+    if name in INVALID_BASE_ESTIMATORS:
+        raise ValueError(f"domain.shaping.base_estimator={name!r} cannot be shaped by domain_grpo")
+    if name not in core_algos.ADV_ESTIMATOR_REGISTRY:
+        known = sorted(set(core_algos.ADV_ESTIMATOR_REGISTRY) - set(INVALID_BASE_ESTIMATORS))
+        raise ValueError(f"domain.shaping.base_estimator={name!r} is not a registered verl estimator; one of {known}")
 
 
 def consistency_weights(consistency: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -65,37 +92,76 @@ def consistency_weights(consistency: torch.Tensor, batch_size: int) -> torch.Ten
     return 1.0 - d
 
 
+def base_advantages(
+    base_estimator: str,
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray | None,
+    epsilon: float,
+    norm_adv_by_std_in_grpo: bool,
+    config: Any,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base estimator's (advantages, returns), each `[batch, response_len]`, called as compute_advantage would.
+
+    Note:
+        `grpo` gets `norm_adv_by_std_in_grpo` (compute_advantage's GRPO branch); every other estimator gets what
+        compute_advantage hands a registered estimator (`token_level_rewards, response_mask, config, index` and the
+        optional extras in `kwargs`, e.g. `reward_baselines` for REMAX), so D ≡ 0 gives verl's result bit for bit.
+    """
+    from verl.trainer.ppo import core_algos  # lazy: verl imports Ray
+
+    check_base_estimator(base_estimator)
+    if base_estimator == "grpo":
+        return core_algos.compute_grpo_outcome_advantage(
+            token_level_rewards=token_level_rewards,
+            response_mask=response_mask,
+            index=index,
+            epsilon=epsilon,
+            norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
+        )
+    base_kwargs = {"token_level_rewards": token_level_rewards, "response_mask": response_mask, "config": config}
+    if index is not None:
+        base_kwargs["index"] = index
+    return core_algos.get_adv_estimator_fn(base_estimator)(**base_kwargs, **kwargs)
+
+
 def compute_domain_grpo_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    index: np.ndarray,
+    index: np.ndarray | None = None,
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool | None = None,
     config: Any = None,
     domain_consistency: torch.Tensor | None = None,
+    base_estimator: str | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Domain-Aware GRPO advantages, eq. (5): verl's GRPO advantage of each sample times (1 − D_i).
+    """Domain-Aware GRPO advantages, eq. (5): the base estimator's advantage of each sample times (1 − D_i).
 
     Args:
         token_level_rewards: `[batch, response_len]` rewards (outcome reward summed per sample).
         response_mask: `[batch, response_len]`.
         index: `[batch]` group ids (verl's `uid`): samples of one prompt share one.
-        epsilon: added to the group std, as in verl's `grpo`.
+        epsilon: added to the group std, as in verl's `grpo` (GRPO base only).
         norm_adv_by_std_in_grpo: divide by the group std (GRPO) or not (Dr.GRPO); None reads
             `config.norm_adv_by_std_in_grpo` (verl passes non-builtin estimators only `config`), default True.
         config: verl's `algorithm` config.
         domain_consistency: `[batch]` D_i ∈ [0, 1]; None reads it from `domain_advantage_inputs`.
+        base_estimator: the verl estimator whose advantages are shaped; None reads it from `domain_advantage_inputs`,
+            default "grpo".
+        **kwargs: further inputs verl's compute_advantage hands a registered estimator (e.g. `reward_baselines`),
+            passed on to the base estimator.
 
     Returns:
         (advantages, returns), each `[batch, response_len]`, as every verl estimator.
 
     Note:
         The sign of A_i is kept: a consistent sample (D_i ≈ 0) with a negative advantage is pushed down at full
-        strength, as eq. (5) reads. With D ≡ 0 (or shaping off) the result is verl's `grpo` bit for bit.
+        strength, as eq. (5) reads. With D ≡ 0 (or shaping off) the result is the base estimator's bit for bit.
+        Returns are shaped too when the base returns its advantages as returns (grpo, rloo, ...); a base with its
+        own returns (reinforce_plus_plus, remax: reward sums for a critic) keeps them.
     """
-    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage  # lazy: verl imports Ray
-
     inputs = _INPUTS.get()
     if domain_consistency is None:
         if inputs is None:
@@ -105,21 +171,20 @@ def compute_domain_grpo_outcome_advantage(
                 "domain_grpo), or wrap the call in verl_ext.estimator.domain_advantage_inputs(...)"
             )
         domain_consistency = inputs.consistency
+    if base_estimator is None:
+        base_estimator = inputs.base_estimator if inputs is not None else "grpo"
     if norm_adv_by_std_in_grpo is None:
         norm_adv_by_std_in_grpo = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
-    advantages, returns = compute_grpo_outcome_advantage(
-        token_level_rewards=token_level_rewards,
-        response_mask=response_mask,
-        index=index,
-        epsilon=epsilon,
-        norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
-        config=config,
+    weights = None
+    if domain_consistency is not None:
+        weights = consistency_weights(domain_consistency, token_level_rewards.shape[0])  # [batch]
+    advantages, returns = base_advantages(
+        base_estimator, token_level_rewards, response_mask, index, epsilon, norm_adv_by_std_in_grpo, config, **kwargs
     )  # [batch, response_len] each; GRPO returns the same tensor twice
-    if domain_consistency is None:
+    if weights is None:
         shaped = advantages
     else:
-        weights = consistency_weights(domain_consistency, advantages.shape[0]).to(advantages)  # [batch]
-        shaped = advantages * weights.unsqueeze(-1)  # [batch, response_len]
+        shaped = advantages * weights.to(advantages).unsqueeze(-1)  # [batch, response_len]
     if inputs is not None:
         inputs.stats["advantage_abs_change_max"] = (shaped - advantages).abs().max().item() if shaped.numel() else 0.0
-    return shaped, shaped if domain_consistency is not None else returns
+    return shaped, shaped if returns is advantages else returns

@@ -17,8 +17,10 @@ _REGISTRY_MODULE = "verl.trainer.ppo.core_algos"
 
 
 def _register_estimator(core_algos: ModuleType) -> None:
-    from verl_ext.estimator import compute_domain_grpo_outcome_advantage
+    from verl_ext.estimator import compute_domain_grpo_outcome_advantage, verl_has_domain_grpo
 
+    if verl_has_domain_grpo(core_algos):  # verl patched with upstream/: its own domain_grpo is registered, use it
+        return
     core_algos.register_adv_est(ADV_ESTIMATOR_NAME)(compute_domain_grpo_outcome_advantage)
 
 
@@ -26,6 +28,6 @@ def register() -> None:
     """Register `domain_grpo` with verl's `register_adv_est` (now, or when verl imports `core_algos`).
 
     A second call registers the same function again, which verl accepts; a different function under the same name
-    raises verl's ValueError.
+    raises verl's ValueError. On a verl that carries `domain_grpo` itself (`upstream/` patch) nothing is registered.
     """
     when_imported(_REGISTRY_MODULE, _register_estimator)

@@ -1,9 +1,14 @@
 """The `domain_grpo` v1 trainer mode: verl's synchronous trainer, handing each sample's D_i to the estimator.
 
-Select it with `trainer.v1.trainer_mode=domain_grpo`. The only override is `_compute_advantage`: it reads the
-per-token `domain_divergence` field (written by the actor worker's old-log-prob pass, in verl's nested token layout)
-from TransferQueue, reduces it to each sample's D_i (mean over its response tokens, capped at 1), and opens
-`verl_ext.estimator.domain_advantage_inputs` around verl's own, unchanged `_compute_advantage`.
+Select it with `trainer.v1.trainer_mode=domain_grpo`. The override is `_compute_advantage`: it reads the per-token
+`domain_divergence` field (written by the actor worker's old-log-prob pass, in verl's nested token layout) from
+TransferQueue and reduces it to each sample's D_i (mean over its response tokens, capped at 1). Then exactly one of:
+- stock verl 0.9.1: opens `verl_ext.estimator.domain_advantage_inputs` around verl's own, unchanged
+  `_compute_advantage`, whose `compute_advantage` calls the estimator verl_ext registered;
+- verl patched with `upstream/verl-0.9.1-domain_grpo.patch` (detected by `verl_has_domain_grpo`): writes D_i as the
+  per-sample field `domain_consistency` (zeros with shaping off) and calls verl's `_compute_advantage`, which reads it
+  and hands it to verl's own `domain_grpo` through `compute_advantage`; no context is opened. At start-up the mode
+  copies `domain.shaping.base_estimator` to verl's typed `algorithm.domain_grpo_base_estimator`.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ from typing import Any
 
 import torch
 import transfer_queue as tq
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
 
 from recipe.domain_grpo.validation import DomainValidationMixin
-from verl_ext.config import DomainConfig
+from verl_ext.config import DomainConfig, DomainConfigError
 from verl_ext.divergences import per_sample_mean
-from verl_ext.estimator import consistency_weights, domain_advantage_inputs
+from verl_ext.estimator import check_base_estimator, consistency_weights, domain_advantage_inputs, verl_has_domain_grpo
 
 DIVERGENCE_FIELD = "domain_divergence"
+CONSISTENCY_FIELD = "domain_consistency"  # per-sample D_i `[batch]`, read by a patched verl's _compute_advantage
+BASE_ESTIMATOR_KEY = "domain_grpo_base_estimator"  # a patched verl's typed AlgoConfig field
 TRANSFORM_MASK_FIELD = "domain_transform_mask"
 TRAINER_MODE = "domain_grpo"
 
@@ -63,10 +71,45 @@ def sample_consistency(per_token: torch.Tensor, response_mask: torch.Tensor) -> 
     return per_sample_mean(padded.float(), mask.float()).clamp(0.0, 1.0)
 
 
+def domain_config(config: DictConfig) -> DomainConfig:
+    """The run's parsed `domain:` section (defaults where it is absent)."""
+    section = config.get("domain")
+    return DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})
+
+
+def prepare_algorithm_config(config: DictConfig) -> None:
+    """Start-up: check `domain.shaping.base_estimator` against verl's registry; on a patched verl, set verl's key.
+
+    Raises DomainConfigError when the base estimator is not one verl can run, or when a patched verl's
+    `algorithm.domain_grpo_base_estimator` is set to a different estimator than `domain.shaping.base_estimator`.
+    """
+    if config.algorithm.adv_estimator != "domain_grpo":
+        return
+    base = domain_config(config).shaping.base_estimator
+    try:
+        check_base_estimator(base)
+    except ValueError as err:
+        raise DomainConfigError(str(err)) from None
+    if not verl_has_domain_grpo():
+        return
+    given = config.algorithm.get(BASE_ESTIMATOR_KEY)
+    if given is not None and given != base:
+        raise DomainConfigError(
+            f"algorithm.{BASE_ESTIMATOR_KEY}={given!r} differs from domain.shaping.base_estimator={base!r}; "
+            "set only domain.shaping.base_estimator (the recipe copies it to verl's key)"
+        )
+    with open_dict(config.algorithm):
+        config.algorithm[BASE_ESTIMATOR_KEY] = base
+
+
 @register_trainer(TRAINER_MODE)
 class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
     """verl's `sync` trainer mode plus D_i for `algorithm.adv_estimator=domain_grpo`, and the invariance metrics of
     `domain.validation` after verl's own validation (`recipe/domain_grpo/validation.py`)."""
+
+    def __init__(self, config: DictConfig, *args: Any, **kwargs: Any) -> None:
+        prepare_algorithm_config(config)  # before verl builds anything: a bad base estimator fails at start-up
+        super().__init__(config, *args, **kwargs)
 
     # verl tests `self.trainer_mode == "sync"` in several places (replay buffer, dataloader refill, checkpoint state);
     # this mode is synchronous, so it reports "sync" whatever name selected it.
@@ -78,20 +121,24 @@ class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
     def trainer_mode(self, value: str) -> None:  # PPOTrainer.__init__ assigns the configured name
         pass
 
-    def _domain_config(self) -> DomainConfig:
-        section = self.config.get("domain")
-        return DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})
-
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
+        is_domain_grpo = self.config.algorithm.adv_estimator == "domain_grpo"
+        domain = domain_config(self.config)
         consistency = None
-        domain = self._domain_config()
-        if self.config.algorithm.adv_estimator == "domain_grpo" and domain.shaping.enable:
+        if is_domain_grpo and domain.shaping.enable:
             fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_MASK_FIELD]
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
             consistency = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"])  # [batch], keys order
             metrics.update(consistency_metrics(consistency))
             metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD], domain.transforms.names))
-        with domain_advantage_inputs(consistency=consistency) as inputs:
+        if verl_has_domain_grpo():  # verl's own compute_advantage hands D_i to verl's own domain_grpo
+            if is_domain_grpo:
+                if consistency is None:  # shaping off: D ≡ 0, the base estimator's advantages bit for bit
+                    consistency = torch.zeros(len(batch))
+                field = TensorDict({CONSISTENCY_FIELD: consistency.float()}, batch_size=len(batch))  # [batch]
+                tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=field)
+            return super()._compute_advantage(batch, metrics)
+        with domain_advantage_inputs(consistency=consistency, base_estimator=domain.shaping.base_estimator) as inputs:
             batch = super()._compute_advantage(batch, metrics)
         if "advantage_abs_change_max" in inputs.stats:  # domain_grpo ran: how far the shaping moved GRPO's advantages
             metrics["domain/advantage_abs_change_max"] = inputs.stats["advantage_abs_change_max"]

@@ -126,7 +126,9 @@ class DomainValidationMixin:
 
     def _validate(self) -> dict[str, float]:
         metrics = super()._validate()
-        domain = self._domain_config()
+        from recipe.domain_grpo.trainer import domain_config
+
+        domain = domain_config(self.config)
         if domain.validation.enable and domain.transforms.names:
             metrics.update(self._validate_invariance(domain))
         return metrics

@@ -36,6 +36,8 @@ def test_parses_nested_mapping():
         ({"transforms": {"names": ["rot45"]}}, r"unknown transform\(s\) \['rot45'\]"),
         ({"transforms": {"mode": "fixed", "names": ["rot90", "rot180"]}}, "needs exactly one name"),
         ({"constraint": {"chunk_tokens": 0}}, ">= 1 or null"),
+        ({"shaping": {"base_estimator": "gae"}}, r"domain.shaping.base_estimator='gae' cannot be shaped"),
+        ({"shaping": {"base_estimator": "domain_grpo"}}, r"domain.shaping.base_estimator='domain_grpo' cannot"),
     ],
 )
 def test_invalid_settings_name_the_key(given, match):
@@ -65,3 +67,11 @@ def test_transform_outside_a_rows_whitelist_is_refused():
     validate_for_training(DomainConfig.from_dict({"transforms": {"names": ["rot90"]}}), "domain_grpo", 4, rows)
     with pytest.raises(ValueError, match="unknown transform"):
         validate_for_training(cfg, "domain_grpo", rollout_n=4, row_whitelists=[["rot91"]])
+
+
+def test_base_estimator_defaults_to_grpo_and_is_read_by_domain_grpo_only():
+    assert DomainConfig.from_dict({}).shaping.base_estimator == "grpo"
+    rloo = DomainConfig.from_dict({"shaping": {"enable": False, "base_estimator": "rloo"}, "constraint": {}})
+    validate_for_training(rloo, "domain_grpo", rollout_n=4)
+    with pytest.raises(DomainConfigError, match="set algorithm.adv_estimator=rloo and drop the key"):
+        validate_for_training(rloo, "grpo", rollout_n=4)

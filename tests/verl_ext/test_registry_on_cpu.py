@@ -50,3 +50,20 @@ def test_verl_external_modules_env_registers_in_a_fresh_process():
     env.pop("VERL_USE_EXTERNAL_MODULES")
     missing = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0  # without the env var (and without importing verl_ext) verl does not know it
+
+
+def test_nothing_is_registered_when_verl_carries_domain_grpo_itself():
+    # A verl patched with upstream/ has AdvantageEstimator.DOMAIN_GRPO and registers its own estimator; verl_ext must
+    # not register a second function under the name (verl would raise). A stand-in module shows the check.
+    from enum import Enum
+    from types import SimpleNamespace
+
+    from verl_ext.registry import _register_estimator
+
+    calls = []
+    patched = SimpleNamespace(
+        AdvantageEstimator=Enum("AdvantageEstimator", {"GRPO": "grpo", "DOMAIN_GRPO": "domain_grpo"}),
+        register_adv_est=lambda name: calls.append(name),
+    )
+    _register_estimator(patched)
+    assert calls == []
