@@ -194,6 +194,12 @@ def validate_for_training(
         return
     for i, allowed in enumerate(row_whitelists):
         check_transform_names(list(allowed), f"training row {i} extra_info.transforms")
+        if not allowed:  # e.g. jigsaw rows (data_prep jigsaw): a rotation or flip changes the answer
+            raise DomainConfigError(
+                f"training row {i} allows no transform (its extra_info.transforms is empty, as for jigsaw puzzles, "
+                "whose answer any rotation or flip changes): Domain-Aware GRPO needs a label-preserving view; "
+                "train these rows with method=grpo"
+            )
         refused = sorted(set(domain.transforms.names) - set(allowed))
         if refused:
             raise DomainConfigError(
