@@ -40,15 +40,20 @@ def transform_image_bytes(image: dict[str, Any], name: str) -> dict[str, Any]:
     return {"bytes": buffer.getvalue(), "path": image.get("path")}
 
 
-def sft_row(row: dict[str, Any], think: str, transform: str | None = None) -> dict[str, Any]:
-    """One SFT row from one RL row, optionally with its images transformed."""
+def sft_row(
+    row: dict[str, Any], think: str, transform: str | None = None, response: str | None = None
+) -> dict[str, Any]:
+    """One SFT row from one RL row, optionally with its images transformed; `response` (e.g. a correct rollout)
+    replaces the label-built assistant turn."""
     label = str(row["reward_model"]["ground_truth"])
     images = [dict(image) for image in row["images"]]
     if transform is not None:
         images = [transform_image_bytes(image, transform) for image in images]
     extra_info = dict(row.get("extra_info") or {})
     extra_info["sft_transform"] = transform or "identity"
-    messages = [dict(m) for m in row["prompt"]] + [{"role": "assistant", "content": answer_text(label, think)}]
+    messages = [dict(m) for m in row["prompt"]] + [
+        {"role": "assistant", "content": answer_text(label, think) if response is None else response}
+    ]
     return {"messages": messages, "images": images, "data_source": row["data_source"], "extra_info": extra_info}
 
 
