@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = pd.read_parquet(args.src).to_dict(orient="records")
     names = [t.strip() for t in args.transforms.split(",") if t.strip()]
     out = convert_rows(rows, args.think, args.augment, args.copies, names, args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(out).to_parquet(args.out)
     print(f"wrote {len(out)} SFT rows ({len(rows)} source rows) to {args.out}")
 

@@ -12,6 +12,7 @@ the same `{rollout_data_dir}/{step}.jsonl`, verl's keys plus:
     response_ids        the sampled token ids; response_length; truncated (hit max_response_length without EOS)
     reward              the reward function's components (verl's `reward_extra_info`: hit, acc, format, ...)
 
+Each step's metrics also gain `reward/<component>/mean` (e.g. `reward/acc/mean`, the exact rate of the rollouts).
 Select with `trainer.v1.trainer_mode=rollout_dump trainer.rollout_data_dir=DIR` and register it with
 `VERL_USE_EXTERNAL_MODULES=recipe.novel_task.plugins`. It subclasses the recipe's `DomainGRPOTrainer` (sync semantics,
 D_i for `domain_grpo`), so it adds the dump to plain GRPO and to Domain-Aware GRPO alike; with `adv_estimator=grpo`
@@ -105,9 +106,27 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def reward_component_metrics(extra_fields: list) -> dict[str, float]:
+    """`reward/<component>/mean` over a batch: the mean of each numeric key of verl's `reward_extra_info`."""
+    sums: dict[str, list[float]] = {}
+    for fields in extra_fields:
+        for key, value in ((fields or {}).get("reward_extra_info") or {}).items():
+            value = _plain(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                sums.setdefault(key, []).append(float(value))
+    return {f"reward/{key}/mean": sum(v) / len(v) for key, v in sorted(sums.items())}
+
+
 @register_trainer(TRAINER_MODE)
 class RolloutDumpTrainer(DomainGRPOTrainer):
-    """The recipe's synchronous trainer; `_log_rollout_data` writes the study's richer rollout records."""
+    """The recipe's synchronous trainer; `_log_rollout_data` writes the study's richer rollout records, and each
+    step's metrics gain `reward/<component>/mean` (verl 0.9.1 logs the reward's components for validation only)."""
+
+    def _compute_metrics(self, batch: Any, metrics: dict, *args: Any, **kwargs: Any) -> Any:
+        out = super()._compute_metrics(batch, metrics, *args, **kwargs)
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+        metrics.update(reward_component_metrics(as_list(data["extra_fields"])))
+        return out
 
     def _log_rollout_data(self, batch: Any, timing_raw: dict, rollout_data_dir: str) -> None:
         with marked_timer("dump_rollout_generations", timing_raw, color="green"):

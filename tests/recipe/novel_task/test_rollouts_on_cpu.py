@@ -139,3 +139,15 @@ def test_rollout_records_from_transfer_queue_fields():
     assert (second["row_index"], second["session"], second["output"], second["truncated"]) == (5, 1, "Hi", False)
     assert second["score"] == 3.0 and second["reward"] == {"hit": 1.0, "acc": 1.0} and second["gts"] == "2 1\n4 3"
     assert second["response_ids"] == [72, 105, eos] and first["step"] == 3 and first["input"] == "Q"
+
+
+def test_reward_component_metrics_hand_computed():
+    from recipe.novel_task.trainer import reward_component_metrics
+
+    fields = [
+        {"reward_extra_info": {"acc": 1.0, "hit": 0.5, "tag": "x", "flag": True}},
+        {"reward_extra_info": {"acc": 0.0, "hit": 0.25}},
+        None,
+    ]
+    # acc (1 + 0) / 2, hit (0.5 + 0.25) / 2; strings and booleans are not averaged
+    assert reward_component_metrics(fields) == {"reward/acc/mean": 0.5, "reward/hit/mean": 0.375}
