@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import io
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
