@@ -151,3 +151,53 @@ def test_reward_component_metrics_hand_computed():
     ]
     # acc (1 + 0) / 2, hit (0.5 + 0.25) / 2; strings and booleans are not averaged
     assert reward_component_metrics(fields) == {"reward/acc/mean": 0.5, "reward/hit/mean": 0.375}
+
+
+def test_rollouts_drawn_after_training_by_sampling_a_checkpoint(tmp_path):
+    from PIL import Image
+
+    from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
+
+    model = build_tiny_model_dir(tmp_path / "model")
+    png = tmp_path / "p.png"
+    Image.new("RGB", (56, 56), (90, 20, 20)).save(png)
+    rows = [
+        jigsaw_row(
+            shuffled_png=png.read_bytes(),
+            answer=[2, 1, 4, 3],
+            grid=2,
+            question="q",
+            prompt_style="plain",
+            split="train",
+            index=i,
+            dataset="x",
+            source_path="p",
+        )
+        for i in range(2)
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
+    dump = tmp_path / "dump"
+    argv = [
+        "sample",
+        "--model",
+        str(model),
+        "--data",
+        str(tmp_path / "train.parquet"),
+        "--out",
+        str(dump),
+        "--n",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--reward",
+        "dense",
+    ]
+    assert R.main(argv) == 0
+    records = R.read_dump(dump)
+    assert len(records) == 6 and {r["row_index"] for r in records} == {0, 1}
+    assert len({r["output"] for r in records}) > 1  # sampled (temperature 1), not greedy copies
+    assert all(set(r["reward"]) == {"hit", "acc", "format", "answer_valid", "dense"} for r in records)
+    out = tmp_path / "sft.parquet"
+    to_sft = ["to-sft", "--dump", str(dump), "--train", str(tmp_path / "train.parquet"), "--out", str(out)]
+    assert R.main([*to_sft, "--min-score", "0", "--allow-truncated", "--max-per-prompt", "0"]) == 0
+    assert 2 <= len(pd.read_parquet(out)) <= 6
