@@ -138,15 +138,31 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines.append(f"| {label} (paper) | {d['RefCOCO']:+.1f} | {d['MMStar']:+.1f} |")
     ours = [n for n in PAPER_ORDER if n in methods and methods[n]["mean_prior_delta"] is not None]
     if len(ours) >= 2:
-        ranked = sorted(ours, key=lambda n: -methods[n]["mean_prior_delta"])
-        same = ranked == [n for n in PAPER_ORDER if n in ours]
-        lines += [
-            "",
-            f"Ordering by mean prior Δ (least forgetting first): ours {' > '.join(ranked)}; paper "
-            f"{' > '.join(n for n in PAPER_ORDER if n in ours)} -> {'same' if same else 'different'} ordering. "
-            "Our prior tasks differ from the paper's, so only the ordering is comparable.",
-        ]
+        lines += ["", ordering_line({n: methods[n]["mean_prior_delta"] for n in ours})]
     return "\n".join(lines) + "\n"
+
+
+def ordering_line(mean_deltas: Mapping[str, float]) -> str:
+    """Our arms ranked by mean prior Δ (least forgetting first; "=" for a tie) against the paper's order.
+
+    The verdict is "same" only when our means strictly decrease along the paper's order, "tied" when two are equal.
+    """
+    ranked = sorted(mean_deltas, key=lambda n: -mean_deltas[n])
+    text = ranked[0]
+    for prev, name in zip(ranked, ranked[1:]):
+        text += (" = " if mean_deltas[name] == mean_deltas[prev] else " > ") + name
+    paper = [n for n in PAPER_ORDER if n in mean_deltas]
+    values = [mean_deltas[n] for n in paper]
+    if any(a == b for a, b in zip(values, values[1:])):
+        verdict = "tied: no ordering to compare"
+    elif all(a > b for a, b in zip(values, values[1:])):
+        verdict = "same ordering"
+    else:
+        verdict = "different ordering"
+    return (
+        f"Ordering by mean prior Δ (least forgetting first): ours {text}; paper {' > '.join(paper)} -> {verdict}. "
+        "Our prior tasks differ from the paper's, so only the ordering is comparable."
+    )
 
 
 def plot_reward_per_step(results: Mapping[str, Any], path: Path) -> Path:

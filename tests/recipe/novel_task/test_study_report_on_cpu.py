@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recipe.domain_grpo.experiments.matrix import SpecError
-from recipe.novel_task.report import markdown, write_report
+from recipe.novel_task.report import markdown, ordering_line, write_report
 from recipe.novel_task.study import main, run_study
 
 
@@ -106,3 +106,6 @@ def test_report_table_reference_rows_and_pictures(tmp_path):
     assert results["methods"]["grpo"]["train_reward"] == [[1, 0.5], [2, 0.9]]
     assert "jigsaw" not in results["prior_tasks"]  # the new task is not a prior task
     assert markdown({**results, "methods": {}}).startswith("# Novel task")
+    tied = ordering_line({"grpo": 0.0, "sft_rollouts": 0.0, "sft": -0.1})
+    assert "ours grpo = sft_rollouts > sft" in tied and "tied: no ordering" in tied
+    assert "different ordering" in ordering_line({"grpo": -0.5, "sft_rollouts": 0.0, "sft": -0.1})
