@@ -22,14 +22,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from recipe.domain_grpo.sft_data import sft_row
-from recipe.novel_task.trainer import write_jsonl_atomic
 from verl_ext import jigsaw as J
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
+    """Write one JSON object per line to a temporary sibling, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_dump(dump_dir: str | Path) -> list[dict[str, Any]]:
@@ -111,9 +128,6 @@ def to_sft_rows(kept: Sequence[dict[str, Any]], rows: dict[int, dict[str, Any]])
 
 def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Write SFT rows (atomic: temporary sibling, then rename)."""
-    import os
-    import tempfile
-
     import pandas as pd
 
     if not rows:

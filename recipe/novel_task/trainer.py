@@ -21,9 +21,6 @@ the parent hands verl's `_compute_advantage` nothing extra.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.utils.profiler import marked_timer
 
 from recipe.domain_grpo.trainer import DomainGRPOTrainer
+from recipe.novel_task.rollouts import write_jsonl_atomic
 
 TRAINER_MODE = "rollout_dump"
 FIELDS = ["uid", "prompts", "responses", "rm_scores", "reward_model", "extra_info", "data_source", "extra_fields"]
@@ -42,22 +40,6 @@ def as_list(value: Any) -> list:
     if value is None:
         return []
     return value.tolist() if hasattr(value, "tolist") else list(value)
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
-    """Write one JSON object per line to a temporary sibling, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def rollout_records(

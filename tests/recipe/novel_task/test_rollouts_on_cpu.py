@@ -11,7 +11,8 @@ from tensordict import NonTensorStack, TensorDict
 
 from data_prep.jigsaw import jigsaw_row
 from recipe.novel_task import rollouts as R
-from recipe.novel_task.trainer import rollout_records, write_jsonl_atomic
+from recipe.novel_task.rollouts import write_jsonl_atomic
+from recipe.novel_task.trainer import rollout_records
 from verl_ext.cpu.tiny_qwen25vl import build_tokenizer
 
 
