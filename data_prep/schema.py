@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 
 COLUMNS = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")
-DOMAINS = ("remote_sensing", "medical")
+DOMAINS = ("remote_sensing", "medical", "general")
 ABILITY = {"remote_sensing": "remote_sensing_scene_classification", "medical": "medical_image_classification"}
+ABILITY["general"] = "visual_question_answering"  # easy-vqa, user multiple-choice sets (prior tasks of the novel study)
 PROMPT_VARIANTS = ("plain", "injection")
 NO_FINDING = "no finding"  # ChestMNIST's answer for an all-zero label row
 MULTI_LABEL_SEPARATOR = "; "

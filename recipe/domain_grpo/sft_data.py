@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -40,15 +41,20 @@ def transform_image_bytes(image: dict[str, Any], name: str) -> dict[str, Any]:
     return {"bytes": buffer.getvalue(), "path": image.get("path")}
 
 
-def sft_row(row: dict[str, Any], think: str, transform: str | None = None) -> dict[str, Any]:
-    """One SFT row from one RL row, optionally with its images transformed."""
+def sft_row(
+    row: dict[str, Any], think: str, transform: str | None = None, response: str | None = None
+) -> dict[str, Any]:
+    """One SFT row from one RL row, optionally with its images transformed; `response` (e.g. a correct rollout)
+    replaces the label-built assistant turn."""
     label = str(row["reward_model"]["ground_truth"])
     images = [dict(image) for image in row["images"]]
     if transform is not None:
         images = [transform_image_bytes(image, transform) for image in images]
     extra_info = dict(row.get("extra_info") or {})
     extra_info["sft_transform"] = transform or "identity"
-    messages = [dict(m) for m in row["prompt"]] + [{"role": "assistant", "content": answer_text(label, think)}]
+    messages = [dict(m) for m in row["prompt"]] + [
+        {"role": "assistant", "content": answer_text(label, think) if response is None else response}
+    ]
     return {"messages": messages, "images": images, "data_source": row["data_source"], "extra_info": extra_info}
 
 
@@ -95,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = pd.read_parquet(args.src).to_dict(orient="records")
     names = [t.strip() for t in args.transforms.split(",") if t.strip()]
     out = convert_rows(rows, args.think, args.augment, args.copies, names, args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(out).to_parquet(args.out)
     print(f"wrote {len(out)} SFT rows ({len(rows)} source rows) to {args.out}")
 

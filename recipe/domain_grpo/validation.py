@@ -58,6 +58,11 @@ class ViewAnswer:
     correct: bool | None
 
 
+def _row_id(row: dict, position: int) -> Any:
+    """The row's `extra_info.index` (what the answers are aligned by), else its position."""
+    return (row.get("extra_info") or {}).get("index", position)
+
+
 def _whitelist(row: dict) -> list[str]:
     return list((row.get("extra_info") or {}).get("transforms") or [])
 
@@ -136,22 +141,22 @@ class DomainValidationMixin:
     # -- the invariance pass -------------------------------------------------------------------------------------
     def _validate_invariance(self, domain: Any) -> dict[str, float]:
         rows = [self.val_dataset[i] for i in range(min(domain.validation.max_rows, len(self.val_dataset)))]
-        views = ["identity", *[n for n in domain.transforms.names if n != "identity"]]
+        transforms = [n for n in domain.transforms.names if n != "identity" and any(n in _whitelist(r) for r in rows)]
+        if not transforms:  # no validation row allows any configured transform (e.g. jigsaw rows): nothing to do
+            return {}
+        allowed = {t: {_row_id(r, i) for i, r in enumerate(rows) if t in _whitelist(r)} for t in transforms}
         answers: list[ViewAnswer] = []
         divergences: dict[tuple[str, Any, int, str], float] = {}
         measure_js = self._has_domain_worker()
-        for view in views:
-            view_rows = [
-                r for r in rows if view == "identity" or view in (r.get("extra_info") or {}).get("transforms", [])
-            ]
-            if not view_rows:
-                continue
+        for view in ["identity", *transforms]:
+            view_rows = [r for i, r in enumerate(rows) if view == "identity" or _row_id(r, i) in allowed[view]]
             batch = self._generate_view(view_rows, view)
             records = self._read_answers(batch, view)
             answers.extend(records)
             if view == "identity" and measure_js:
-                for transform in views[1:]:
-                    divergences.update(self._view_divergence(batch, records, transform, domain))
+                for transform in transforms:
+                    values = self._view_divergence(batch, records, transform, domain)
+                    divergences.update({k: v for k, v in values.items() if k[1] in allowed[transform]})
             self._clear(batch)
         return invariance_metrics(answers, divergences)
 

@@ -34,7 +34,11 @@ class EvalBackend(Protocol):
     def generate(self, views: Sequence[ViewInput]) -> list[str]: ...
 
     def score_answers(
-        self, views: Sequence[ViewInput], prefixes: Sequence[str], vocabularies: Sequence[Sequence[str]]
+        self,
+        views: Sequence[ViewInput],
+        prefixes: Sequence[str],
+        vocabularies: Sequence[Sequence[str]],
+        suffix: str = ANSWER_SUFFIX,
     ) -> list[np.ndarray]: ...
 
 
@@ -57,6 +61,7 @@ class HFBackend:
         seed: seeds Python/numpy/torch.
         device: "cpu", "cuda", ...; default cuda if available.
         dtype: torch dtype name for the weights ("float32", "bfloat16"); default float32 on CPU, bfloat16 on GPU.
+        temperature: 0 (default) decodes greedily; > 0 samples (e.g. drawing rollouts from a checkpoint).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class HFBackend:
         seed: int = 0,
         device: str | None = None,
         dtype: str | None = None,
+        temperature: float = 0.0,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -79,6 +85,7 @@ class HFBackend:
         model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=getattr(torch, dtype))
         self.model = model.to(self.device).eval()
         self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
+        self.temperature = float(temperature)
         vocab = self.tokenizer.get_vocab()
         self.bad_words_ids = [[vocab[t]] for t in VISION_TOKENS if t in vocab]
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -88,7 +95,7 @@ class HFBackend:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def generate(self, views: Sequence[ViewInput]) -> list[str]:
-        """Greedy responses of `views`, in order (left-padded batches)."""
+        """Greedy (or, with temperature > 0, sampled) responses of `views`, in order (left-padded batches)."""
         import torch
 
         self.tokenizer.padding_side = "left"
@@ -105,7 +112,8 @@ class HFBackend:
                 ids = self.model.generate(
                     **enc,
                     max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
+                    do_sample=self.temperature > 0,
+                    **({"temperature": self.temperature, "top_k": 0} if self.temperature > 0 else {}),
                     bad_words_ids=self.bad_words_ids or None,
                     pad_token_id=self.pad_id,
                 )
@@ -114,12 +122,18 @@ class HFBackend:
         return out
 
     def score_answers(
-        self, views: Sequence[ViewInput], prefixes: Sequence[str], vocabularies: Sequence[Sequence[str]]
+        self,
+        views: Sequence[ViewInput],
+        prefixes: Sequence[str],
+        vocabularies: Sequence[Sequence[str]],
+        suffix: str = ANSWER_SUFFIX,
     ) -> list[np.ndarray]:
-        """Summed log-probs of each class + "</answer>" after prompt + prefix, per view; shapes (len(vocab),)."""
-        return [self._score_one(v, p, vocab) for v, p, vocab in zip(views, prefixes, vocabularies, strict=True)]
+        """Summed log-probs of each class + `suffix` after prompt + prefix, per view; shapes (len(vocab),).
 
-    def _score_one(self, view: ViewInput, prefix: str, vocab: Sequence[str]) -> np.ndarray:
+        `suffix=""` scores arbitrary continuations (e.g. whole training targets for their likelihood)."""
+        return [self._score_one(v, p, vocab, suffix) for v, p, vocab in zip(views, prefixes, vocabularies, strict=True)]
+
+    def _score_one(self, view: ViewInput, prefix: str, vocab: Sequence[str], suffix: str = ANSWER_SUFFIX) -> np.ndarray:
         """One view: the prefix (with the expanded image) once, each continuation right-padded, `batch_size` at a time.
 
         The continuation is tokenized on its own and appended to the prefix's ids, so every class is scored on the
@@ -129,7 +143,7 @@ class HFBackend:
 
         enc = self.processor(text=[self.prompt_text(view.messages) + prefix], images=[view.image], return_tensors="pt")
         prefix_ids = enc["input_ids"][0]
-        conts = [self.tokenizer(c + ANSWER_SUFFIX, add_special_tokens=False)["input_ids"] for c in vocab]
+        conts = [self.tokenizer(c + suffix, add_special_tokens=False)["input_ids"] for c in vocab]
         scores = np.zeros(len(vocab), dtype=np.float64)
         for start in range(0, len(conts), self.batch_size):
             chunk = conts[start : start + self.batch_size]
@@ -172,6 +186,7 @@ class VLLMBackend:
         tensor_parallel_size: GPUs per engine.
         gpu_memory_utilization: vLLM's memory fraction.
         max_model_len: context length (prompt with image tokens + response).
+        temperature: 0 (default) decodes greedily; > 0 samples (engine-seeded, so repeated prompts differ).
 
     Note:
         Scores use `prompt_logprobs` on the text prompt + prefix + class + "</answer>" (prefix caching makes the shared
@@ -189,6 +204,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.8,
         max_model_len: int = 4096,
+        temperature: float = 0.0,
     ) -> None:
         try:
             import vllm
@@ -211,29 +227,35 @@ class VLLMBackend:
             enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.max_new_tokens, self.seed, self.temperature = max_new_tokens, seed, float(temperature)
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
         """The chat-template text with the generation prompt."""
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def generate(self, views: Sequence[ViewInput]) -> list[str]:
-        """Greedy responses (temperature 0), decoded without special tokens."""
-        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, seed=self.seed)
+        """Greedy (temperature 0) or sampled responses, decoded without special tokens."""
+        # A per-request seed would give every copy of a prompt the same sample: sampling uses the engine's seed.
+        seed = self.seed if self.temperature == 0 else None
+        params = self._vllm.SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=seed)
         prompts = [{"prompt": self.prompt_text(v.messages), "multi_modal_data": {"image": v.image}} for v in views]
         return [o.outputs[0].text for o in self.llm.generate(prompts, params, use_tqdm=False)]
 
     def score_answers(
-        self, views: Sequence[ViewInput], prefixes: Sequence[str], vocabularies: Sequence[Sequence[str]]
+        self,
+        views: Sequence[ViewInput],
+        prefixes: Sequence[str],
+        vocabularies: Sequence[Sequence[str]],
+        suffix: str = ANSWER_SUFFIX,
     ) -> list[np.ndarray]:
-        """Summed prompt log-probs of each class + "</answer>", per view."""
+        """Summed prompt log-probs of each class + `suffix`, per view."""
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
         prompts, lengths = [], []
         for view, prefix, vocab in zip(views, prefixes, vocabularies, strict=True):
             head = self.prompt_text(view.messages) + prefix
             for cls in vocab:
-                prompts.append({"prompt": head + cls + ANSWER_SUFFIX, "multi_modal_data": {"image": view.image}})
-                lengths.append(len(self.tokenizer(cls + ANSWER_SUFFIX, add_special_tokens=False)["input_ids"]))
+                prompts.append({"prompt": head + cls + suffix, "multi_modal_data": {"image": view.image}})
+                lengths.append(len(self.tokenizer(cls + suffix, add_special_tokens=False)["input_ids"]))
         flat = []
         for out, n in zip(self.llm.generate(prompts, params, use_tqdm=False), lengths):
             ids, lps = out.prompt_token_ids[-n:], out.prompt_logprobs[-n:]
