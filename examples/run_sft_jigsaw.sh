@@ -62,29 +62,7 @@ case "${METHOD}" in
         ;;
 esac
 
-"${PYTHON}" -m verl.trainer.sft_trainer \
-    data.train_files="${SFT_TRAIN_FILES}" \
-    data.val_files=null \
-    data.messages_key=messages \
-    data.train_batch_size="${TRAIN_BATCH_SIZE}" \
-    data.micro_batch_size_per_gpu="${MICRO_BATCH_SIZE}" \
-    data.max_length="${MAX_LENGTH}" \
-    data.truncation=error \
-    model.path="${MODEL_PATH}" \
-    model.use_remove_padding=true \
-    model.enable_gradient_checkpointing=true \
-    optim.lr="${LR}" \
-    checkpoint.save_contents=[model,optimizer,extra,hf_model] \
-    trainer.seed="${SEED}" \
-    trainer.nnodes="${NNODES}" \
-    trainer.n_gpus_per_node="${N_GPUS}" \
-    trainer.total_epochs="${TOTAL_EPOCHS}" \
-    trainer.total_training_steps="${TOTAL_STEPS}" \
-    trainer.project_name="${PROJECT_NAME}" \
-    trainer.experiment_name="${EXPERIMENT_NAME}" \
-    trainer.default_local_dir="${CKPT_DIR}" \
-    trainer.logger="${LOGGER}" \
-    "${ARGS[@]}"
-
-source "${REPO_DIR}/examples/final_hf.sh"
-link_final_hf "${CKPT_DIR}" "huggingface"
+# Training: the SFT baselines' launch script (examples/run_sft_qwen25vl.sh), on the rows converted above.
+export MODEL_PATH SFT_TRAIN_FILES SEED NNODES N_GPUS LR TRAIN_BATCH_SIZE MICRO_BATCH_SIZE MAX_LENGTH TOTAL_EPOCHS
+export TOTAL_STEPS PROJECT_NAME EXPERIMENT_NAME CKPT_DIR LOGGER PYTHON
+CONVERT=false METHOD="${METHOD}" exec bash "${REPO_DIR}/examples/run_sft_qwen25vl.sh" "${ARGS[@]}"

@@ -18,14 +18,19 @@ ARGS=()
 for arg in "$@"; do
     if [[ "${arg}" == method=* ]]; then METHOD="${arg#method=}"; else ARGS+=("${arg}"); fi
 done
-case "${METHOD}" in
-    sft) AUGMENT_FLAGS=() ;;
-    sft_da) AUGMENT_FLAGS=(--augment) ;;
-    *)
-        echo "run_sft_qwen25vl.sh: method=${METHOD} is not an SFT baseline; use sft or sft_da" >&2
-        exit 2
-        ;;
-esac
+# CONVERT=false: SFT_TRAIN_FILES is already in verl's SFT layout (e.g. examples/run_sft_jigsaw.sh writes it).
+CONVERT="${CONVERT:-true}"
+AUGMENT_FLAGS=()
+if [[ "${CONVERT}" == "true" ]]; then
+    case "${METHOD}" in
+        sft) ;;
+        sft_da) AUGMENT_FLAGS=(--augment) ;;
+        *)
+            echo "run_sft_qwen25vl.sh: method=${METHOD} is not an SFT baseline; use sft or sft_da" >&2
+            exit 2
+            ;;
+    esac
+fi
 
 MODEL_PATH="${MODEL_PATH:-Qwen/Qwen2.5-VL-3B-Instruct}"
 DATA_DIR="${DATA_DIR:-${REPO_DIR}/data/ucm}"
@@ -42,15 +47,18 @@ TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-16}"
 MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-2}"
 MAX_LENGTH="${MAX_LENGTH:-2048}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-5}"
+TOTAL_STEPS="${TOTAL_STEPS:-null}"  # null: TOTAL_EPOCHS decides
 PROJECT_NAME="${PROJECT_NAME:-domain_rft}"
 EXPERIMENT_NAME="${EXPERIMENT_NAME:-qwen25vl3b_${METHOD}}"
 CKPT_DIR="${CKPT_DIR:-${REPO_DIR}/checkpoints/${PROJECT_NAME}/${EXPERIMENT_NAME}}"
 LOGGER="${LOGGER:-[console,wandb]}"
 
 cd "${REPO_DIR}"
-mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
-"${PYTHON}" -m recipe.domain_grpo.sft_data --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" \
-    --copies "${COPIES}" --transforms "${DA_TRANSFORMS}" --seed "${SEED}" "${AUGMENT_FLAGS[@]}"
+if [[ "${CONVERT}" == "true" ]]; then
+    mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
+    "${PYTHON}" -m recipe.domain_grpo.sft_data --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" \
+        --copies "${COPIES}" --transforms "${DA_TRANSFORMS}" --seed "${SEED}" "${AUGMENT_FLAGS[@]}"
+fi
 
 "${PYTHON}" -m verl.trainer.sft_trainer \
     data.train_files="${SFT_TRAIN_FILES}" \
@@ -69,6 +77,7 @@ mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
     trainer.nnodes="${NNODES}" \
     trainer.n_gpus_per_node="${N_GPUS}" \
     trainer.total_epochs="${TOTAL_EPOCHS}" \
+    trainer.total_training_steps="${TOTAL_STEPS}" \
     trainer.project_name="${PROJECT_NAME}" \
     trainer.experiment_name="${EXPERIMENT_NAME}" \
     trainer.default_local_dir="${CKPT_DIR}" \
