@@ -7,41 +7,40 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 PROBE = textwrap.dedent(
     """
     import os, sys, torch
     from transformers import AutoModelForImageTextToText
     from verl.models.transformers.monkey_patch import apply_monkey_patch
     from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
-    if sys.argv[1] == "fixed":
-        from recipe.domain_grpo import verl_fixes
-        verl_fixes.install()
     path = build_tiny_model_dir(os.environ["MODEL_DIR"])
     model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32).eval()
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
     apply_monkey_patch(model, use_remove_padding=False)  # verl's Qwen2.5-VL forward (text+image micro-batches)
+    positions = torch.arange(5).view(1, 1, 5).expand(4, 1, 5)  # verl's (4, bsz, L): text row + 3 M-RoPE rows
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions)
     with torch.no_grad():
         try:
-            positions = torch.arange(5).view(1, 1, 5).expand(4, 1, 5)  # verl's (4, bsz, L): text row + 3 M-RoPE rows
-            patched = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions).logits
+            model(**inputs)
+            print("stock: no error")
         except AttributeError as err:
-            print("AttributeError", err)
-            raise SystemExit(3)
+            print("stock:", err)
+        from recipe.domain_grpo import verl_fixes
+        verl_fixes.install()
+        patched = model(**inputs).logits
     print((patched - plain).abs().max().item())
     """
 )
 
 
-@pytest.mark.parametrize("variant", ["stock", "fixed"])
-def test_text_only_micro_batch(tmp_path, variant):
+def test_text_only_micro_batch(tmp_path):
     env = {"MODEL_DIR": str(tmp_path / "model"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", PROBE, variant], capture_output=True, text=True, env=env, timeout=300)
-    if variant == "stock":  # the bug, so the repair can be dropped the day verl fixes it
-        assert proc.returncode == 3 and "has no attribute 'mean'" in proc.stdout, proc.stderr[-2000:]
-    else:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert float(proc.stdout.strip().splitlines()[-1]) < 1e-5  # the dummy image adds 0 · mean: same logits
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    # stock verl 0.9.1 fails (so the repair can be dropped the day verl fixes it) ...
+    assert any(line.startswith("stock:") and "has no attribute 'mean'" in line for line in lines), lines
+    # ... and the repaired forward gives the text-only logits (the dummy image adds 0 · mean)
+    assert float(lines[-1]) < 1e-5
