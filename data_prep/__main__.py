@@ -47,6 +47,9 @@ def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.
     p.add_argument("--split-ratio", type=parse_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
     p.add_argument("--row-group-rows", type=_positive_int, default=256, help="rows per parquet row group")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the files of another run (dataset/seed/shots) in --out"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         progress=not args.no_progress,
         row_group_rows=args.row_group_rows,
         file_names={"train_all": "train"} if args.dataset == "demo-rs" else {},
+        overwrite=args.overwrite,
+        log=print,
     )
 
 

@@ -20,7 +20,7 @@ from data_prep.schema import make_row
 from data_prep.source import FileRef
 from data_prep.splits import SPLITS, class_lists, parse_shots, select_first_valid, stratified_split, union_sorted
 from data_prep.whitelist import allowed_transforms
-from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, default_workers
+from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, check_out_dir, default_workers
 
 
 @dataclass
@@ -73,6 +73,8 @@ class RunOptions:
     progress: bool = True
     row_group_rows: int = 256
     file_names: dict[str, str] = field(default_factory=dict)  # rename outputs, e.g. {"train_all": "train"}
+    overwrite: bool = False  # replace the run files of another run in `out` (else refused)
+    log: Callable[[str], None] | None = None  # progress lines for the user (the CLI prints them)
 
     @staticmethod
     def shots_from(text: str) -> list[int | None]:
@@ -189,13 +191,31 @@ def assign_seeded_split(index: DatasetIndex, opts: RunOptions) -> dict[str, list
     return {s: [it.source_path for it in index.items if it.split == s] for s in SPLITS}
 
 
+def source_line(index: DatasetIndex) -> str:
+    """One line saying what is read: the class root of a folder dataset, the npz of MedMNIST, else the source."""
+    info, n = index.info, len(index.items)
+    if "class_root" in info:
+        where = Path(info["root"]) / info["class_root"]
+        return f"{index.data_source}: class root: {where} ({info['class_folders']} class folders, {n} images)"
+    if "npz" in info:
+        return f"{index.data_source}: reading {Path(info['root']) / info['npz']} ({n} images)"
+    return f"{index.data_source}: reading {info.get('source') or info.get('root', '?')} ({n} images)"
+
+
 def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[str, Any]:
     """Run one conversion: `build(report)` indexes the dataset; returns the report written to report.json."""
     report = Report(opts.on_error)
     index = build(report)
     if not index.items:
         raise ValueError(f"{index.data_source}: no usable images found" + (f"; {report.notes}" if report.notes else ""))
-    out = OutputDir(opts.out)
+    if opts.log:
+        opts.log(source_line(index))
+    identity = {
+        "dataset": index.data_source,
+        "seed": opts.seed,
+        "shots": ["all" if k is None else k for k in opts.shots],
+    }
+    out = OutputDir(opts.out, check_out_dir(Path(opts.out), identity, opts.overwrite))
     try:
         seeded = None if index.split_source else assign_seeded_split(index, opts)
         if seeded is not None:
@@ -228,7 +248,7 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
             "dataset": index.data_source,
             "domain": index.domain,
             "seed": opts.seed,
-            "shots": ["all" if k is None else k for k in opts.shots],
+            "shots": identity["shots"],
             "eval_per_class": opts.eval_per_class,
             "prompt_variant": opts.prompt_variant,
             "min_size": opts.min_size,

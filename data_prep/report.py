@@ -26,6 +26,7 @@ REASONS = {
     "missing_npz_key": "npz without one of the six MedMNIST arrays (that split is skipped)",
     "bad_npz_array": "npz array with a wrong shape/dtype or truncated data (that split is skipped)",
     "label_out_of_range": "label outside the subset's label range (or not 0/1 for multi-label)",
+    "wrong_subset": "npz arrays whose shape is not the one of the subset and size asked for",
 }
 MAX_EXAMPLES = 50
 
@@ -62,6 +63,12 @@ class Report:
         self.skips[reason] += count
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"reason": reason, "path": path, "detail": detail, "count": str(count)})
+
+    def refuse(self, reason: str, path: str, detail: str = "") -> None:
+        """Raise for a problem no skip can fix (the input is not what was asked for), whatever `on_error` says."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown issue reason {reason!r}")
+        raise DataPrepError(f"[{reason}] {REASONS[reason]}: {path}" + (f" ({detail})" if detail else ""))
 
     def ignore(self, path: str) -> None:
         """Record a non-image file inside the dataset tree (Thumbs.db, README...), reported but never an error."""

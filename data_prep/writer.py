@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -24,10 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.images import Encoded, encode_chunk, worker_init
+from data_prep.report import DataPrepError
 from data_prep.schema import ARROW_SCHEMA
 from data_prep.source import close_archives
 
 ROW_GROUP_BYTES = 64 << 20
+RUN_FILES = ("report.json", "splits.json")  # with *.parquet: the files a run writes into --out
 IMAGE_COLUMN = "images.list.element.bytes"
 
 
@@ -149,11 +152,54 @@ class RowGroupWriter:
         self._writer.close()
 
 
-class OutputDir:
-    """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file)."""
+def _describe(run: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in run.items())
 
-    def __init__(self, out: str | os.PathLike) -> None:
+
+def check_out_dir(out: Path, identity: dict[str, Any], overwrite: bool = False) -> list[str]:
+    """The run files already in `out` (to be replaced or removed when this run commits); refuses another run's.
+
+    `out` may hold the files of the same run (its report.json names the same `identity`: dataset, seed, shots); a
+    report of another run, or parquet files that no report there lists, are refused unless `overwrite`. Other files
+    (a README, notes) are never touched.
+    """
+    if not out.is_dir():
+        return []
+    present = sorted(p.name for p in out.iterdir() if p.is_file() and (p.suffix == ".parquet" or p.name in RUN_FILES))
+    if not present or overwrite:
+        return present
+    hint = "use another --out folder, or --overwrite to replace its files"
+    listed = set(RUN_FILES)
+    if "report.json" in present:
+        try:
+            old = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise DataPrepError(f"--out {out} holds a report.json that is not data_prep's; {hint}")
+        theirs = {k: old.get(k) for k in identity}
+        if theirs != identity:
+            raise DataPrepError(
+                f"--out {out} holds the output of another run ({_describe(theirs)}; this run: {_describe(identity)}); "
+                + hint
+            )
+        listed |= set(old.get("files") or {})
+    foreign = [name for name in present if name not in listed]
+    if foreign:
+        raise DataPrepError(f"--out {out} holds {foreign[:5]} that no data_prep report.json there lists; {hint}")
+    return present
+
+
+class OutputDir:
+    """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file).
+
+    `stale`: run files already in `out` (from `check_out_dir`); those this run does not write again are removed at
+    commit, so `out` ends up holding exactly this run's files.
+    """
+
+    def __init__(self, out: str | os.PathLike, stale: Sequence[str] = ()) -> None:
         self.out = Path(out)
+        self.stale = list(stale)
         self.out.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
         self.names: list[str] = []
@@ -169,9 +215,13 @@ class OutputDir:
         self.path(name).write_text(text, encoding="utf-8")
 
     def commit(self) -> list[Path]:
-        """Rename every file into `out` (report.json last) and remove the temporary folder."""
+        """Rename every file into `out`, remove the stale ones, rename report.json last; drop the temporary folder."""
         names = sorted(self.names, key=lambda n: n == "report.json")
         for name in names:
+            if name == "report.json":
+                for old in self.stale:
+                    if old not in self.names:
+                        (self.out / old).unlink(missing_ok=True)
             os.replace(self.tmp / name, self.out / name)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return [self.out / n for n in names]
