@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,8 @@ _MODE_CONVERSION = {
     "YCbCr": "ycbcr->rgb",
 }
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart_resize raises for max(h, w) / min(h, w) > 200
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,32 @@ class Encoded:
     conversions: tuple[str, ...] = ()
     error: str = ""
     error_kind: str = ""
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` of a decoding error without object reprs (`<_io.BytesIO object at 0x7f..>` -> `<bytes>`), so
+    report.json stays byte-identical across runs."""
+    return _OBJECT_REPR.sub("<bytes>", f"{type(exc).__name__}: {exc}")
+
+
+def geometry_error(width: int, height: int) -> Encoded | None:
+    """The refusal of an image the model's processor or PIL would refuse by its size alone, else None.
+
+    - `extreme_aspect_ratio`: long side / short side > 200 (Qwen2.5-VL's `smart_resize` raises on it in training);
+    - `too_many_pixels`: width x height > PIL's `Image.MAX_IMAGE_PIXELS` (its decompression-bomb limit; PIL warns
+      above it and refuses above twice it).
+    """
+    if min(width, height) <= 0:
+        return Encoded(None, error=f"image size {width}x{height}", error_kind="corrupt_image")
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        detail = f"{width}x{height}: aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO}"
+        return Encoded(None, width=width, height=height, error=detail, error_kind="extreme_aspect_ratio")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        detail = f"{width}x{height} = {width * height} pixels > PIL's limit {limit}"
+        return Encoded(None, width=width, height=height, error=detail, error_kind="too_many_pixels")
+    return None
 
 
 def sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
@@ -149,17 +179,25 @@ def encode_image_bytes(data: bytes, min_size: int, verify: str = "full") -> Enco
     if verify == "fast":
         quick = quick_rgb_header(data)
         if quick is not None and min(quick[1], quick[2]) >= min_size:
+            refused = geometry_error(quick[1], quick[2])
+            if refused is not None:
+                return refused
             if not _has_end_marker(data, quick[0]):
                 return Encoded(None, error=f"truncated {quick[0]}: no end marker", error_kind="corrupt_image")
             return Encoded(data, quick[0], quick[1], quick[2], ())
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by geometry_error
+            im = Image.open(io.BytesIO(data))
+        width, height = im.size
+        refused = geometry_error(width, height)
+        if refused is not None:
+            return refused
         fmt = im.format or ""
         sixteen = _is_sixteen_bit_png(im)
         im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return Encoded(None, error=f"{type(exc).__name__}: {exc}", error_kind="corrupt_image")
-    width, height = im.size
+        return Encoded(None, error=error_text(exc), error_kind="corrupt_image")
     try:
         rgb, conversions = to_rgb(im)
     except ValueError as exc:
@@ -207,7 +245,7 @@ def encode_payload(payload: FileRef | np.ndarray, min_size: int, verify: str = "
     try:
         data = read_ref(payload)
     except (OSError, KeyError) as exc:
-        return Encoded(None, error=f"cannot read: {exc}", error_kind="corrupt_image")
+        return Encoded(None, error=f"cannot read: {error_text(exc)}", error_kind="corrupt_image")
     return encode_image_bytes(data, min_size, verify)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 REASONS = {
     "corrupt_image": "image cannot be decoded (corrupt, truncated or not an image)",
     "unsupported_image": "image mode/dtype that cannot be converted to RGB safely (e.g. float)",
+    "extreme_aspect_ratio": "long side over 200 x the short side (Qwen2.5-VL's processor refuses it)",
+    "too_many_pixels": "image with more pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS)",
     "unknown_class_folder": "folder whose name is in no class table of the dataset",
     "empty_class_folder": "class folder without any image",
     "missing_class_folder": "class of the table without a folder",
@@ -48,6 +50,7 @@ class Report:
         self.image_sizes: Counter[str] = Counter()
         self.ignored: list[str] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self._seen: set[tuple[str, str]] = set()
 
     def issue(self, reason: str, path: str, detail: str = "", count: int = 1) -> None:
@@ -79,6 +82,11 @@ class Report:
         if text not in self.notes:
             self.notes.append(text)
 
+    def warn(self, text: str) -> None:
+        """Record something the user must see (an empty split, a short k-shot file); the CLI prints it."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+
     def add_image(self, conversions: tuple[str, ...], width: int, height: int) -> None:
         """Count one written image's conversions and its source size."""
         self.conversions.update(conversions)
@@ -99,6 +107,7 @@ class Report:
             "converted": dict(sorted(self.conversions.items())),
             "source_image_sizes": top,
             "ignored_files": {"total": len(self.ignored), "examples": sorted(self.ignored)[:MAX_EXAMPLES]},
+            "warnings": self.warnings,
             "notes": self.notes,
         }
 

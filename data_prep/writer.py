@@ -107,18 +107,22 @@ class EncoderPool:
                 return
             yield from pending.popleft().result()
 
-    def close(self) -> None:
-        """Stop the workers and close this process's archive handles."""
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (`kill`: at once, without waiting for the chunks they hold) and close this process's
+        archive handles."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            if kill:  # a worker may be blocked (a FIFO, a hung network file): never wait for it on the way out
+                for proc in list((getattr(self._executor, "_processes", None) or {}).values()):  # no public API <3.14
+                    proc.terminate()
+            self._executor.shutdown(wait=not kill, cancel_futures=True)
             self._executor = None
         close_archives()
 
     def __enter__(self) -> EncoderPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(kill=exc_type is not None)
 
 
 class RowGroupWriter:
@@ -200,9 +204,15 @@ class OutputDir:
     def __init__(self, out: str | os.PathLike, stale: Sequence[str] = ()) -> None:
         self.out = Path(out)
         self.stale = list(stale)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+        self.created = not self.out.exists()  # removed again by abort() (if still empty)
+        self.tmp: Path | None = None
         self.names: list[str] = []
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+        except BaseException:
+            self.abort()
+            raise
 
     def path(self, name: str) -> Path:
         """The temporary path for output file `name`."""
@@ -226,6 +236,18 @@ class OutputDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
         return [self.out / n for n in names]
 
+    def drop(self, name: str) -> None:
+        """Do not commit output file `name` after all (deletes its temporary file)."""
+        if name in self.names:
+            self.names.remove(name)
+            (self.tmp / name).unlink(missing_ok=True)
+
     def abort(self) -> None:
-        """Drop everything written so far."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        """Drop everything written so far (and `out` itself when this run created it)."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.created:
+            try:
+                self.out.rmdir()
+            except OSError:  # not empty (another process writes there too) or never made
+                pass

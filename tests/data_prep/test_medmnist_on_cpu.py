@@ -116,7 +116,7 @@ def test_wrong_label_shape_and_check_sizes(tmp_path):
 
 def test_object_arrays_are_refused_without_unpickling(tmp_path):
     arrays = medmnist_arrays("breastmnist", 2)
-    arrays["train_labels"] = np.array([[0], ["x"]], dtype=object)
+    arrays["test_labels"] = np.array([[0], ["x"]], dtype=object)
     np.savez(tmp_path / "breastmnist.npz", **arrays)
     report = run_medmnist("breastmnist", tmp_path, tmp_path / "out", on_error="skip", shots=[1])
     assert report["skipped"]["by_reason"] == {"bad_npz_array": 1}
