@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from data_prep import aid, medmnist, patternnet, resisc45, rsicd, s2demo, ucm, whu_rs19
+from data_prep.images import VERIFY_LEVELS
 from data_prep.pipeline import RunOptions, convert
 from data_prep.report import DataPrepError
 from data_prep.splits import parse_ratio, parse_shots
@@ -65,7 +66,10 @@ def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.
     p.add_argument("--prompt", choices=("plain", "injection"), default="plain", help="plain or domain-knowledge prompt")
     p.add_argument("--min-size", type=int, default=56, help="upscale images whose short side is below this (56)")
     p.add_argument(
-        "--verify", choices=("full", "fast"), default="full", help="decode every image, or header+end marker only"
+        "--verify",
+        choices=VERIFY_LEVELS,
+        default="full",
+        help="full: decode every image (JPEG: whole stream, draft IDCT); pixels: every pixel; fast: header+end marker",
     )
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop on bad data, or skip and count")
     p.add_argument("--workers", type=int, default=default_workers(), help="decode/encode processes (0 = inline)")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.images import VERIFY_LEVELS
 from data_prep.prompts import build_question
 from data_prep.report import DataPrepError, Report, dumps
 from data_prep.schema import make_row
@@ -203,9 +205,6 @@ def source_line(index: DatasetIndex) -> str:
     return f"{index.data_source}: reading {info.get('source') or info.get('root', '?')} ({n} images)"
 
 
-VERIFY_LEVELS = ("fast", "full")
-
-
 def _check_options(opts: RunOptions) -> None:
     if opts.seed < 0:
         raise DataPrepError(f"--seed must be a non-negative integer, got {opts.seed}")
@@ -242,6 +241,15 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
     ends the run early (an error, Ctrl-C, SIGTERM) removes the temporary folder and stops the pool.
     """
     _check_options(opts)
+    try:
+        with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:  # its workers start while `build` indexes
+            return _convert(build, opts, pool)
+    except BrokenProcessPool as exc:
+        raise DataPrepError("a decode worker died (killed by the system, out of memory?); nothing written") from exc
+
+
+def _convert(build: Callable[[Report], DatasetIndex], opts: RunOptions, pool: EncoderPool) -> dict[str, Any]:
+    """`convert` with a started pool."""
     report = Report(opts.on_error)
     index = build(report)
     if not index.items:
@@ -264,7 +272,7 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
         out = OutputDir(out_path, check_out_dir(out_path, identity, opts.overwrite))
         if seeded is not None:
             out.write_text("splits.json", dumps(seeded))
-        files = _write_files(index, opts, pools, report, out)
+        files = _write_files(index, opts, pools, report, out, pool)
         result = _result(index, opts, identity, pools, files, report)
         out.write_text("report.json", dumps(result))
         out.commit()
@@ -280,7 +288,12 @@ def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[s
 
 
 def _write_files(
-    index: DatasetIndex, opts: RunOptions, pools: dict[str, list[Item]], report: Report, out: OutputDir
+    index: DatasetIndex,
+    opts: RunOptions,
+    pools: dict[str, list[Item]],
+    report: Report,
+    out: OutputDir,
+    pool: EncoderPool,
 ) -> dict[str, Counter]:
     """Select and write every parquet file; returns per written file a Counter of label ids (+ "rows")."""
     question = build_question(
@@ -291,19 +304,18 @@ def _write_files(
         variant=opts.prompt_variant,
         task_note=index.task_note,
     )
-    with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:
-        run = _Run(index, opts, report, pool)
-        outputs: dict[str, list[Item]] = {}
-        for k, items in run.select(pools["train"], "train", opts.shots).items():
-            outputs[_file_name(opts, f"train_{k}shot" if k else "train_all")] = items
-        train_files = set(outputs)
-        for split in ("val", "test"):
-            if pools[split]:
-                cap = opts.eval_per_class
-                outputs[_file_name(opts, split)] = run.select(pools[split], split, [cap])[cap]
-        for name, items in outputs.items():
-            outputs[name] = [it for it in items if it.key not in run.bad]
-        counts = run.write(outputs, out, question)
+    run = _Run(index, opts, report, pool)
+    outputs: dict[str, list[Item]] = {}
+    for k, items in run.select(pools["train"], "train", opts.shots).items():
+        outputs[_file_name(opts, f"train_{k}shot" if k else "train_all")] = items
+    train_files = set(outputs)
+    for split in ("val", "test"):
+        if pools[split]:
+            cap = opts.eval_per_class
+            outputs[_file_name(opts, split)] = run.select(pools[split], split, [cap])[cap]
+    for name, items in outputs.items():
+        outputs[name] = [it for it in items if it.key not in run.bad]
+    counts = run.write(outputs, out, question)
     for name in list(counts):
         if counts[name]["rows"]:
             continue

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.images import Encoded, encode_chunk, worker_init
+from data_prep.images import VERIFY_LEVELS, Encoded, encode_chunk, worker_init
 from data_prep.report import DataPrepError
 from data_prep.schema import ARROW_SCHEMA
 from data_prep.source import close_archives
@@ -82,14 +82,18 @@ class EncoderPool:
     """Encode payloads in a process pool (`workers >= 1`) or inline (`workers == 0`), results in order."""
 
     def __init__(self, workers: int, min_size: int, verify: str = "full", chunk: int = 32) -> None:
-        if verify not in ("full", "fast"):
-            raise ValueError(f"verify must be 'full' or 'fast', got {verify!r}")
+        if verify not in VERIFY_LEVELS:
+            raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
         self.workers, self.min_size, self.verify, self.chunk = workers, min_size, verify, chunk
         self._executor: ProcessPoolExecutor | None = None
         if workers > 0:
-            # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory
+            # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory; it imports
+            # the decoder once, and the workers start now (one no-op each), while the main process indexes the data
             ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["data_prep.images"])
             self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
+            for _ in range(workers):
+                self._executor.submit(worker_init)
 
     def map(self, payloads: Iterable[Any]) -> Iterator[Encoded]:
         """Yield one `Encoded` per payload, in order, with at most 2 * workers + 2 chunks in flight."""

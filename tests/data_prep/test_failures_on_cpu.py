@@ -283,3 +283,17 @@ def test_macos_appledouble_files_are_ignored(pn_root, tmp_path):
         "PatternNet/images/beach/._beach001.jpg",
         "PatternNet/images/beach/.DS_Store",
     }
+
+
+def test_a_dead_worker_is_a_one_line_error(pn_root, tmp_path, capsys, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    def dead(self, payloads):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+        yield
+
+    monkeypatch.setattr(writer.EncoderPool, "map", dead)
+    out = tmp_path / "out"
+    code, _, err = cli(["patternnet", "--root", str(pn_root), "--out", str(out), "--shots", "1"], capsys)
+    assert_one_line_error(code, err, "worker died")
+    assert no_junk(out)
