@@ -38,12 +38,17 @@ def parent_of(path: str) -> str:
     return path[:cut] if cut >= 0 else ""
 
 
+def is_mac_metadata(path: str) -> bool:
+    """True for a macOS `._*` AppleDouble file (resource-fork metadata that copies from a Mac leave next to files)."""
+    return base_name(path).startswith("._")
+
+
 def is_image_name(path: str) -> bool:
     """True if the file name has an image extension (case-insensitive) and is not a macOS `._*` AppleDouble file
     (resource-fork metadata that copies from a Mac leave next to every file; ignored like `.DS_Store`)."""
     name = base_name(path)
     dot = name.rfind(".")
-    return dot > 0 and not name.startswith("._") and name[dot:].lower() in IMAGE_EXTENSIONS
+    return dot > 0 and not is_mac_metadata(name) and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def read_ref(ref: FileRef) -> bytes:

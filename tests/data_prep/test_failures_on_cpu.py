@@ -297,3 +297,12 @@ def test_a_dead_worker_is_a_one_line_error(pn_root, tmp_path, capsys, monkeypatc
     code, _, err = cli(["patternnet", "--root", str(pn_root), "--out", str(out), "--shots", "1"], capsys)
     assert_one_line_error(code, err, "worker died")
     assert no_junk(out)
+
+
+def test_macos_appledouble_files_are_ignored_by_rsicd_too(tmp_path):
+    root = make_fixture("rsicd", tmp_path / "raw")
+    (root / "txtclasses_rsicd" / "._Airport.txt").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    (root / "RSICD_images" / "._airport_1.jpg").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    report = run_rs("rsicd", root, tmp_path / "out", shots=[1], on_error="skip")
+    assert report["skipped"]["by_reason"] == {"unlabeled": 1}  # the fixture's one image in no list, nothing else
+    assert "txtclasses_rsicd/._Airport.txt" in report["ignored_files"]["examples"]
