@@ -27,6 +27,8 @@ import io
 import math
 import re
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,7 +258,7 @@ def encode_payload(payload: FileRef | np.ndarray, min_size: int, verify: str = "
         return encode_array(payload, min_size)
     try:
         data = read_ref(payload)
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # unreadable, damaged zip member
         return Encoded(None, error=f"cannot read: {error_text(exc)}", error_kind="corrupt_image")
     return encode_image_bytes(data, min_size, verify)
 

@@ -306,3 +306,17 @@ def test_macos_appledouble_files_are_ignored_by_rsicd_too(tmp_path):
     report = run_rs("rsicd", root, tmp_path / "out", shots=[1], on_error="skip")
     assert report["skipped"]["by_reason"] == {"unlabeled": 1}  # the fixture's one image in no list, nothing else
     assert "txtclasses_rsicd/._Airport.txt" in report["ignored_files"]["examples"]
+
+
+def test_a_damaged_member_of_a_zip_root_is_a_counted_corrupt_image(pn_root, tmp_path):
+    from dp_fixtures import zip_tree
+
+    archive = zip_tree(pn_root / "PatternNet", tmp_path / "PatternNet.zip")
+    data = bytearray(archive.read_bytes())
+    at = data.index(b"PatternNet/images/beach/beach001.jpg") + 200  # inside that member's compressed data
+    data[at : at + 8] = bytes(8)
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataPrepError, match=r"\[corrupt_image\].*beach001\.jpg"):
+        run_rs("patternnet", archive, tmp_path / "fail", shots=[None])
+    report = run_rs("patternnet", archive, tmp_path / "out", shots=[None], on_error="skip")
+    assert report["skipped"]["by_reason"] == {"corrupt_image": 1}
