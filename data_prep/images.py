@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import signal
 import warnings
 import zipfile
 import zlib
@@ -269,5 +270,10 @@ def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int, verify: st
 
 
 def worker_init() -> None:
-    """Pool initializer: never accept truncated files in our worker processes, whatever a library set globally."""
+    """Pool initializer: never accept truncated files in our worker processes, whatever a library set globally; leave
+    Ctrl-C and SIGTERM (sent to the whole process group by terminals and job schedulers) to the main process, which
+    then removes its temporary files and kills the workers itself (a worker exits anyway when the main process dies:
+    its task queue closes)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -117,7 +117,7 @@ class EncoderPool:
         if self._executor is not None:
             if kill:  # a worker may be blocked (a FIFO, a hung network file): never wait for it on the way out
                 for proc in list((getattr(self._executor, "_processes", None) or {}).values()):  # no public API <3.14
-                    proc.terminate()
+                    proc.kill()  # workers ignore SIGTERM (worker_init)
             self._executor.shutdown(wait=not kill, cancel_futures=True)
             self._executor = None
         close_archives()

@@ -149,15 +149,25 @@ def test_full_disk_is_a_one_line_error_and_leaves_nothing(pn_root, tmp_path, cap
 # --- SIGTERM -------------------------------------------------------------------------------------------------------
 
 
-def test_sigterm_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path):
-    """A FIFO named like an image blocks the worker that opens it, so the run is reliably mid-way when the job
-    scheduler's SIGTERM arrives; the run must then remove its temporary folder and stop its pool."""
+@pytest.mark.parametrize(
+    ("sig", "to"),
+    [
+        (signal.SIGTERM, "main"),  # `kill PID`
+        (signal.SIGTERM, "group"),  # a job scheduler stopping the job (every process of the group)
+        (signal.SIGINT, "group"),  # Ctrl-C in a terminal
+    ],
+)
+def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path, sig, to):
+    """A FIFO named like an image blocks the worker that opens it, so the run is reliably mid-way when the signal
+    arrives; the run must then remove its temporary folder, stop its pool and say so in one line."""
     root = shutil.copytree(pn_root, tmp_path / "raw")
     os.mkfifo(root / "PatternNet" / "images" / "airplane" / "airplane000.jpg")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "data_prep", "patternnet", "--root", str(root), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([*cmd, "--workers", "2", "--no-progress"], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2", "--no-progress"], cwd=REPO, env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
     me = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
     descendants: list[psutil.Process] = []
@@ -169,20 +179,25 @@ def test_sigterm_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path)
         time.sleep(0.05)
     assert proc.poll() is None and tmp, "the run did not reach the pool"
     time.sleep(0.5)  # let the workers pick up the chunks (one blocks on the FIFO)
-    proc.send_signal(signal.SIGTERM)
+    if to == "group":
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=30)
-    finally:
+        _, alive = psutil.wait_procs(descendants, timeout=15)
+    finally:  # never leave a process behind, whatever failed
         if proc.poll() is None:
-            proc.kill()
-    gone, alive = psutil.wait_procs(descendants, timeout=15)
-    for p in alive:
-        p.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+            os.killpg(proc.pid, signal.SIGKILL)
+        for p in descendants:
+            if p.is_running():
+                p.kill()
+    text = err.decode()
+    assert proc.returncode == 128 + sig, text
     assert not alive, f"left running: {alive}"
     assert no_junk(out)
-    text = err.decode()
-    assert len(text.strip().splitlines()) == 1 and "SIGTERM" in text and "Traceback" not in text, text
+    name = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    assert len(text.strip().splitlines()) == 1 and name in text and "Traceback" not in text, text
 
 
 # --- images the processor refuses ---------------------------------------------------------------------------------
