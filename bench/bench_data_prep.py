@@ -260,7 +260,8 @@ def write_section(r: dict, args: argparse.Namespace) -> None:
         "",
         "Command: `nice -n 10 .venv/bin/python bench/bench_data_prep.py --write-results"
         + (" --compare-with <checkout of the previous commit>`" if r.get("compare_with") else "`"),
-        f"(generates the images once into bench/_work/, git-ignored: {r['generate_s']} s this run).",
+        "(generates the images once into bench/_work/, git-ignored"
+        + (f": {r['generate_s']} s this run)." if r["generate_s"] >= 1 else "; already there for this run)."),
         "<!-- /section:data_prep -->",
         "",
     ]

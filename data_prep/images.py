@@ -5,7 +5,7 @@ Policy (`verify`, for images stored unchanged; an image that needs a conversion 
   JPEG kept as is is decoded in libjpeg's draft mode: the whole entropy-coded stream is decoded (every coefficient
   of every block, so truncation, broken tables and markers fail exactly as in a complete decode), but the inverse DCT
   runs for the DC term of the luma only (1/8 scale, grey). It catches the same damage as `"pixels"` on the damage
-  corpus of tests/data_prep (every JPEG flavour), at ~0.6x its cost.
+  corpus of tests/data_prep (every JPEG flavour), at ~2/3 of its CPU cost.
 - `"pixels"`: every pixel of every image decoded (the complete decode; PNG is always decoded this way).
 - `"fast"`: an RGB JPEG/PNG is checked by its header and its end marker (JPEG EOI, PNG IEND) only: truncation and
   non-images are still caught, damage inside the compressed data is not.

@@ -32,12 +32,6 @@ def base_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def parent_of(path: str) -> str:
-    """The folder of a '/'-separated member path, "" at the top (a fast `PurePosixPath(path).parent`, "" for ".")."""
-    cut = path.rfind("/")
-    return path[:cut] if cut >= 0 else ""
-
-
 def is_mac_metadata(path: str) -> bool:
     """True for a macOS `._*` AppleDouble file (resource-fork metadata that copies from a Mac leave next to files)."""
     return base_name(path).startswith("._")
