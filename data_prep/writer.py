@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -116,9 +117,16 @@ class EncoderPool:
         archive handles."""
         if self._executor is not None:
             if kill:  # a worker may be blocked (a FIFO, a hung network file): never wait for it on the way out
-                for proc in list((getattr(self._executor, "_processes", None) or {}).values()):  # no public API <3.14
-                    proc.kill()  # workers ignore SIGTERM (worker_init)
-            self._executor.shutdown(wait=not kill, cancel_futures=True)
+                for pid in list(getattr(self._executor, "_processes", None) or {}):  # no public API before 3.14
+                    # by pid: Process.kill() does nothing once the forkserver is gone (a group SIGTERM kills it), as
+                    # multiprocessing then takes every worker for dead; workers ignore SIGTERM (worker_init)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            # wait=True also after a kill: the dead workers are reaped at once, and the executor's thread is joined
+            # here, not raced by concurrent.futures' exit hook (Python 3.11 prints "Bad file descriptor" then)
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         close_archives()
 
