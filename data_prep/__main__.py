@@ -8,6 +8,7 @@ python -m data_prep demo-rs --out data/s2_tiles
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from functools import partial
@@ -26,6 +27,7 @@ from data_prep import (
     ucm,
     whu_rs19,
 )
+from data_prep.images import VERIFY_LEVELS
 from data_prep.pipeline import RunOptions, convert
 from data_prep.report import DataPrepError
 from data_prep.splits import parse_ratio, parse_shots
@@ -35,6 +37,28 @@ FOLDER_DATASETS = {m.NAME: m for m in (ucm, aid, rsicd, whu_rs19, patternnet, re
 # Tasks with their own options and writer (the novel-task study): subcommand -> module with add_arguments/run.
 TASK_MODULES = {"jigsaw": jigsaw, "easy-vqa": easy_vqa, "mcq": multiple_choice}
 ALIASES = {"whu-rs19": "whu_rs19", "nwpu": "resisc45", "nwpu-resisc45": "resisc45", "uc_merced": "ucm"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other data_prep error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM (what job schedulers send), raised in the main thread so the run cleans up as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -47,25 +71,33 @@ def _positive_int(text: str) -> int:
 def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.6,0.2,0.2") -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (parquet files + report.json)")
     p.add_argument("--shots", type=parse_shots, default=parse_shots(shots), help=f"k per class, or 'all' ({shots})")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed -> same bytes)")
+    p.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of every random choice (same seed -> same bytes)"
+    )
     p.add_argument(
         "--eval-per-class", type=_positive_int, default=None, help="cap val/test at N images per class (default: all)"
     )
     p.add_argument("--prompt", choices=("plain", "injection"), default="plain", help="plain or domain-knowledge prompt")
     p.add_argument("--min-size", type=int, default=56, help="upscale images whose short side is below this (56)")
     p.add_argument(
-        "--verify", choices=("full", "fast"), default="full", help="decode every image, or header+end marker only"
+        "--verify",
+        choices=VERIFY_LEVELS,
+        default="full",
+        help="full: decode every image (JPEG: whole stream, draft IDCT); pixels: every pixel; fast: header+end marker",
     )
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop on bad data, or skip and count")
     p.add_argument("--workers", type=int, default=default_workers(), help="decode/encode processes (0 = inline)")
     p.add_argument("--split-ratio", type=parse_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
     p.add_argument("--row-group-rows", type=_positive_int, default=256, help="rows per parquet row group")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the files of another run (dataset/seed/shots) in --out"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m data_prep`."""
-    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m data_prep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
     for name, module in FOLDER_DATASETS.items():
         aliases = [a for a, n in ALIASES.items() if n == name]
@@ -103,6 +135,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         progress=not args.no_progress,
         row_group_rows=args.row_group_rows,
         file_names={"train_all": "train"} if args.dataset == "demo-rs" else {},
+        overwrite=args.overwrite,
+        log=print,
     )
 
 
@@ -128,16 +162,26 @@ def run(argv: list[str] | None = None) -> dict:
         print(f"skipped {skipped['total']}: {skipped['by_reason']} (see report.json)")
     if report["converted"]:
         print(f"converted: {report['converted']}")
+    for text in report["warnings"]:
+        print(f"warning: {text}", file=sys.stderr)
     return report
 
 
-def main() -> None:
-    """Entry point; data errors exit with status 2 and a one-line message."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; data errors exit with status 2 and a one-line message; Ctrl-C (130) and SIGTERM (143) remove the
+    temporary folder and stop the pool workers first."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        run()
+        run(argv)
     except DataPrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, Terminated) as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"error: interrupted by {name}; temporary files removed, nothing written", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
-from data_prep.source import Source, is_image_name, read_ref
+from data_prep.source import Source, base_name, is_image_name, read_ref
 
 RS_SUBJECT = "an overhead (aerial or satellite) image of a scene"
 
@@ -25,68 +24,105 @@ def fold(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
-def find_class_root(source: Source, class_names: Sequence[str]) -> str:
-    """The folder (relative, "" = the root) holding the most images in sub-folders named like classes."""
-    keys = {fold(c) for c in class_names}
-    votes: Counter[str] = Counter()
+def _class_trees(source: Source, keys: set[str]) -> dict[str, Counter[str]]:
+    """{folder: {sub-folder named like a class: images}} for every folder with class-named sub-folders."""
+    trees: dict[str, Counter[str]] = defaultdict(Counter)
     for member in source.members:
-        parts = PurePosixPath(member).parts
-        if len(parts) >= 2 and is_image_name(member) and fold(parts[-2]) in keys:
-            votes["/".join(parts[:-2])] += 1
-    if not votes:
+        if not is_image_name(member):
+            continue
+        parts = member.split("/")
+        if len(parts) >= 2 and fold(parts[-2]) in keys:
+            trees["/".join(parts[:-2])][parts[-2]] += 1
+    return trees
+
+
+def find_class_root(source: Source, class_names: Sequence[str], dataset: str = "") -> str:
+    """The folder (relative, "" = the root) whose sub-folders are the class folders.
+
+    A tree = a folder with sub-folders named like at least two different classes. Exactly one tree: that folder.
+    Several (e.g. --root holding UCM and NWPU-RESISC45, whose class names fold onto UCM's): refused, naming each, so a
+    dataset is never read from another dataset's folders. No tree: the folder holding the most images in class-named
+    sub-folders (a copy with a single class).
+    """
+    keys = {fold(c) for c in class_names}
+    trees = _class_trees(source, keys)
+    if not trees:
         raise DataPrepError(
             f"no class folders found under {source.root} (expected sub-folders named like {list(class_names[:3])}...)."
             + source.rar_hint()
         )
-    best = max(votes.values())
-    return min((root for root, n in votes.items() if n == best), key=lambda r: (r.count("/"), r))
+    matched = {root: {fold(f) for f in folders} for root, folders in trees.items()}
+    strong = sorted(root for root, classes in matched.items() if len(classes) >= 2)
+    if len(strong) > 1:
+        found = ", ".join(
+            f"'{root or '.'}' ({len(matched[root])} of {len(keys)} class names, {sum(trees[root].values())} images)"
+            for root in strong
+        )
+        raise DataPrepError(
+            f"--root {source.root} holds several trees of folders named like {dataset or 'the'} classes: {found}; "
+            "point --root at the one to convert"
+        )
+    if strong:
+        return strong[0]
+    best = max(sum(t.values()) for t in trees.values())
+    return min((r for r, t in trees.items() if sum(t.values()) == best), key=lambda r: (r.count("/"), r))
 
 
-def index_class_folders(source: Source, class_names: Sequence[str], report: Report) -> list[Item]:
-    """Items (label from the folder) of every image under the class root, sorted by path; problems go to `report`.
+def index_class_folders(source: Source, class_names: Sequence[str], report: Report, root: str) -> list[Item]:
+    """Items (label from the folder) of every image under the class root `root`, sorted by path; problems go to
+    `report`. Two folders that map to the same class (`Forest/` and `forest/`) are refused, naming both.
 
     Index = position in the sorted list of all images found, before any skip (stable across runs).
     """
-    root = find_class_root(source, class_names)
     prefix = f"{root}/" if root else ""
     by_fold = {fold(c): i for i, c in enumerate(class_names)}
     exact = {c: i for i, c in enumerate(class_names)}
     folder_images: dict[str, list[str]] = defaultdict(list)
+    outside = 0
     for member in source.members:
         if not member.startswith(prefix):
+            outside += is_image_name(member)
             continue
         rel = member[len(prefix) :]
-        parts = PurePosixPath(rel).parts
         if not is_image_name(member):
             report.ignore(member)
-        elif len(parts) != 2:
+        elif rel.count("/") != 1:
             report.issue("file_outside_class_folder", member)
         else:
-            folder_images[parts[0]].append(member)
+            folder_images[rel.split("/", 1)[0]].append(member)
+    if outside:
+        report.note(f"{outside} image(s) outside the class root {root or '.'!r} ignored")
     for d in sorted(source.dirs):
         if d.startswith(prefix) and "/" not in d[len(prefix) :] and d != root:
             folder_images.setdefault(d[len(prefix) :], [])
-    items: list[Item] = []
-    seen_classes: set[int] = set()
+    folders_of: dict[int, list[str]] = defaultdict(list)
     for folder in sorted(folder_images):
-        images = folder_images[folder]
         label = exact.get(folder, by_fold.get(fold(folder)))
         if label is None:
+            images = folder_images[folder]
             report.issue("unknown_class_folder", prefix + folder, f"{len(images)} image(s)", count=len(images))
-            continue
-        if folder != class_names[label]:
-            report.note(f"folder {folder!r} read as class {class_names[label]!r}")
-        if label in seen_classes:
-            report.issue("conflicting_labels", prefix + folder, f"second folder for class {class_names[label]!r}")
-            continue
-        seen_classes.add(label)
-        if not images:
-            report.issue("empty_class_folder", prefix + folder)
-        for member in images:
-            items.append(Item(0, "", (label,), member, member, source.files[member]))
+        else:
+            folders_of[label].append(folder)
+    twins = {label: folders for label, folders in sorted(folders_of.items()) if len(folders) > 1}
+    if twins:
+        label, folders = next(iter(twins.items()))
+        named = " and ".join(f"{prefix}{f} ({len(folder_images[f])} images)" for f in folders)
+        raise DataPrepError(
+            f"two folders for class {class_names[label]!r}: {named} (names differ only by case or '_'/'-'/spaces); "
+            f"merge them into one folder{f' ({len(twins)} classes affected)' if len(twins) > 1 else ''}"
+        )
+    items: list[Item] = []
     for label, name in enumerate(class_names):
-        if label not in seen_classes:
+        if label not in folders_of:
             report.issue("missing_class_folder", prefix + name)
+            continue
+        folder = folders_of[label][0]
+        if folder != name:
+            report.note(f"folder {folder!r} read as class {name!r}")
+        if not folder_images[folder]:
+            report.issue("empty_class_folder", prefix + folder)
+        for member in folder_images[folder]:
+            items.append(Item(0, "", (label,), member, member, source.files[member]))
     items.sort(key=lambda it: it.source_path)
     for i, item in enumerate(items):
         item.index = i
@@ -122,7 +158,7 @@ def apply_split_files(items: list[Item], mapping: dict[str, str], report: Report
     kept = []
     names = set()
     for item in items:
-        base = PurePosixPath(item.source_path).name
+        base = base_name(item.source_path)
         names.add(base)
         split = mapping.get(base)
         if split is None:
@@ -149,7 +185,10 @@ def build_folder_index(
     pipeline draws a seeded stratified split.
     """
     source = Source(root, archives)
-    items = index_class_folders(source, class_names, report)
+    class_root = find_class_root(source, class_names, data_source)
+    items = index_class_folders(source, class_names, report, class_root)
+    if source.loops:
+        report.note(f"symlinked folders read once (they lead to a folder already read): {source.loops[:5]}")
     split_source = ""
     if split_files:
         mapping = read_split_files(source, split_files, report)
@@ -163,5 +202,9 @@ def build_folder_index(
         class_names=list(class_names),
         items=items,
         split_source=split_source,
-        info={"root": str(source.root)},
+        info={
+            "root": str(source.root),
+            "class_root": class_root,
+            "class_folders": len({it.label_ids[0] for it in items}),
+        },
     )

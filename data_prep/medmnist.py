@@ -154,10 +154,25 @@ def npz_name(flag: str, size: int) -> str:
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
+def flag_and_size_of(file_name: str) -> tuple[str, int] | None:
+    """(flag, size) an official file name stands for (`pathmnist_64.npz` -> ("pathmnist", 64)), or None."""
+    for flag in FLAGS:
+        for size in SIZES:
+            if file_name == npz_name(flag, size):
+                return flag, size
+    return None
+
+
 def find_npz(root: str | Path, flag: str, size: int) -> Path:
-    """The npz at `root` (the file itself, or a folder holding it at any depth)."""
+    """The npz at `root` (the file itself, or a folder holding it at any depth); a file named for another
+    flag or size is refused."""
     root = Path(root).expanduser()
     if root.is_file():
+        expected = npz_name(flag, size)
+        if root.name != expected:
+            other = flag_and_size_of(root.name)
+            hint = f"; it is the file of --flag {other[0]} --size {other[1]}" if other else ""
+            raise DataPrepError(f"{root} does not match --flag {flag} --size {size} (expected {expected}){hint}")
         return root
     name = npz_name(flag, size)
     found = sorted(root.rglob(name)) if root.is_dir() else []
@@ -178,7 +193,7 @@ def row_labels(labels: np.ndarray, row: int, sub: Subset) -> tuple[int, ...] | N
     return (value,) if 0 <= value < len(sub.labels) else None
 
 
-def _check_split(arrays: NpzArrays, flag: str, split: str, sub: Subset, report: Report) -> np.ndarray | None:
+def _check_split(arrays: NpzArrays, flag: str, size: int, split: str, sub: Subset, report: Report) -> np.ndarray | None:
     """Validate one split's two arrays; return its labels, or None (reported) when the split is unusable."""
     for key in (f"{split}_images", f"{split}_labels"):
         if key not in arrays.keys:
@@ -192,16 +207,40 @@ def _check_split(arrays: NpzArrays, flag: str, split: str, sub: Subset, report: 
         return None
     width = len(sub.labels) if sub.multi_label else 1
     good_images = len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))
-    good_labels = (
-        labels.ndim in (1, 2) and (labels.ndim == 1 or labels.shape[1] == width) and labels.shape[0] == shape[0]
-    )
+    good_labels = labels.ndim in (1, 2) and labels.shape[0] == shape[0]
     if not good_images or not good_labels or dtype not in (np.uint8, np.uint16) or labels.dtype.kind not in "uib":
         detail = (
             f"images {shape} {dtype}, labels {labels.shape} {labels.dtype}; expected N x H x W[x3] uint8, N x {width}"
         )
         report.issue("bad_npz_array", f"{arrays.path.name}:{split}", detail)
         return None
+    _check_subset(arrays.path.name, split, shape, labels, flag, size, report)
     return labels
+
+
+def _check_subset(
+    name: str, split: str, shape: tuple[int, ...], labels: np.ndarray, flag: str, size: int, report: Report
+) -> None:
+    """Refuse arrays that are not `flag` at `size` px: image side or channels, label width or range (another subset's
+    npz under this flag would otherwise be converted under this subset's class names and transforms)."""
+    sub = SUBSETS[flag]
+    side = f"N x {size} x {size}" + (" x 3" if sub.n_channels == 3 else "")
+    channels = 3 if len(shape) == 4 and shape[3] == 3 else 1
+    if tuple(shape[1:3]) != (size, size) or channels != sub.n_channels:
+        detail = f"images of shape {list(shape)}, expected {side} for {flag} at {size} px: not a {flag} file"
+        report.refuse("wrong_subset", f"{name}:{split}_images", detail)
+    width = len(sub.labels) if sub.multi_label else 1
+    if (labels.shape[1] if labels.ndim == 2 else 1) != width:
+        detail = f"labels of shape {list(labels.shape)}, expected N x {width} for {flag}: not a {flag} file"
+        report.refuse("wrong_subset", f"{name}:{split}_labels", detail)
+    flat = labels.reshape(len(labels), -1).astype(np.int64)
+    bad = ~np.isin(flat, (0, 1)) if sub.multi_label else (flat < 0) | (flat >= len(sub.labels))
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        value = int(flat[row][bad[row]][0])
+        allowed = "0/1 per finding" if sub.multi_label else f"0..{len(sub.labels) - 1}"
+        detail = f"label {value}; {flag} has {allowed}: not a {flag} file, or a damaged one"
+        report.refuse("label_out_of_range", f"{name}:{split}_images[{row}]", detail)
 
 
 def build_index(root: str, report: Report, flag: str, size: int = 28, check_sizes: bool = False) -> DatasetIndex:
@@ -214,7 +253,7 @@ def build_index(root: str, report: Report, flag: str, size: int = 28, check_size
     items: list[Item] = []
     shapes = {}
     for s, split in enumerate(SPLITS):
-        labels = _check_split(arrays, flag, split, sub, report)
+        labels = _check_split(arrays, flag, size, split, sub, report)
         if labels is None:
             continue
         shapes[split] = list(arrays.header(f"{split}_images")[0])
@@ -222,11 +261,8 @@ def build_index(root: str, report: Report, flag: str, size: int = 28, check_size
             raise DataPrepError(f"{path.name}: {split} has {len(labels)} rows, official {sub.n_samples[s]}")
         for row in range(len(labels)):
             ids = row_labels(labels, row, sub)
-            where = f"{path.name}:{split}_images[{row}]"
-            if ids is None:
-                report.issue("label_out_of_range", where, f"label {np.atleast_1d(labels[row]).tolist()}")
-                continue
-            items.append(Item(row, split, ids, where))
+            assert ids is not None  # every label was range-checked by _check_subset
+            items.append(Item(row, split, ids, f"{path.name}:{split}_images[{row}]"))
 
     def stream(selected: list[Item]) -> Iterator[np.ndarray]:
         for split in SPLITS:
@@ -235,9 +271,6 @@ def build_index(root: str, report: Report, flag: str, size: int = 28, check_size
                 yield from arrays.iter_rows(f"{split}_images", rows)
 
     info = {"root": str(path.parent.resolve()), "npz": path.name, "size": size, "array_shapes": shapes}
-    sides = {tuple(v[1:3]) for v in shapes.values()}
-    if any(side != (size, size) for side in sides):
-        report.note(f"{path.name}: image side {sorted(sides)} differs from the file's nominal {size} px")
     return DatasetIndex(
         data_source=f"medmnist/{flag}",
         domain="medical",

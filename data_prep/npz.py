@@ -8,15 +8,21 @@ fit in memory. Object dtypes are refused (no pickle, ever).
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from math import prod
 from pathlib import Path
 
 import numpy as np
 
+from data_prep.report import DataPrepError
 
-class NpzError(ValueError):
-    """A malformed array inside an npz (wrong header, dtype, truncated data)."""
+# what a damaged zip member raises while it is read (bad CRC, bad deflate stream, cut short)
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+class NpzError(DataPrepError):
+    """A malformed npz or array inside one (not a zip, wrong header, dtype, truncated or damaged data)."""
 
 
 class NpzArrays:
@@ -26,7 +32,7 @@ class NpzArrays:
         self.path = Path(path)
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, OSError) as exc:  # empty, truncated (no central directory), not a zip
             raise NpzError(f"{self.path} is not a valid .npz (zip) file: {exc}") from exc
         self.keys = sorted(n[: -len(".npy")] for n in self._zip.namelist() if n.endswith(".npy"))
 
@@ -37,12 +43,17 @@ class NpzArrays:
                 return data[key]
             except ValueError as exc:  # object arrays need pickle
                 raise NpzError(f"{self.path.name}:{key}: {exc}") from exc
+            except _READ_ERRORS as exc:
+                raise NpzError(f"{self.path.name}:{key}: damaged member ({exc})") from exc
 
     def header(self, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
         """(shape, dtype, data offset) of an array, from its .npy header only."""
-        with self._zip.open(key + ".npy") as fh:
-            shape, fortran, dtype = _read_header(fh, f"{self.path.name}:{key}")
-            offset = fh.tell()
+        try:
+            with self._zip.open(key + ".npy") as fh:
+                shape, fortran, dtype = _read_header(fh, f"{self.path.name}:{key}")
+                offset = fh.tell()
+        except _READ_ERRORS as exc:
+            raise NpzError(f"{self.path.name}:{key}: damaged member ({exc})") from exc
         if fortran and len(shape) > 1:
             raise NpzError(f"{self.path.name}:{key}: Fortran-ordered arrays are not supported")
         need = offset + prod(shape) * dtype.itemsize
@@ -59,8 +70,11 @@ class NpzArrays:
             for row in rows:
                 if not 0 <= row < shape[0]:
                     raise IndexError(f"{self.path.name}:{key}: row {row} out of range {shape[0]}")
-                fh.seek(offset + row * row_bytes)
-                buf = fh.read(row_bytes)
+                try:
+                    fh.seek(offset + row * row_bytes)
+                    buf = fh.read(row_bytes)
+                except _READ_ERRORS as exc:
+                    raise NpzError(f"{self.path}:{key}: damaged at row {row} ({exc})") from exc
                 if len(buf) != row_bytes:
                     raise NpzError(f"{self.path.name}:{key}: truncated at row {row}")
                 yield np.frombuffer(buf, dtype=dtype).reshape(shape[1:])

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.images import VERIFY_LEVELS
 from data_prep.prompts import build_question
-from data_prep.report import Report, dumps
+from data_prep.report import DataPrepError, Report, dumps
 from data_prep.schema import make_row
 from data_prep.source import FileRef
 from data_prep.splits import SPLITS, class_lists, parse_shots, select_first_valid, stratified_split, union_sorted
 from data_prep.whitelist import allowed_transforms
-from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, default_workers
+from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, check_out_dir, default_workers
 
 
 @dataclass
@@ -73,6 +75,8 @@ class RunOptions:
     progress: bool = True
     row_group_rows: int = 256
     file_names: dict[str, str] = field(default_factory=dict)  # rename outputs, e.g. {"train_all": "train"}
+    overwrite: bool = False  # replace the run files of another run in `out` (else refused)
+    log: Callable[[str], None] | None = None  # progress lines for the user (the CLI prints them)
 
     @staticmethod
     def shots_from(text: str) -> list[int | None]:
@@ -119,7 +123,8 @@ class _Run:
                 out[n] = [pool[p] for p in union_sorted([members[:n] for members in chosen])]
                 short = [self.index.class_names[c] for c, m in enumerate(chosen) if len(m) < n]
                 if short:
-                    self.report.note(f"{split}: fewer than {n} usable images for {len(short)} class(es): {short}")
+                    text = f"{split}: fewer than {n} usable images for {len(short)} class(es): {short[:10]}"
+                    (self.report.warn if split == "train" else self.report.note)(text)
         if None in sizes:
             out[None] = list(pool)
         return out
@@ -189,70 +194,171 @@ def assign_seeded_split(index: DatasetIndex, opts: RunOptions) -> dict[str, list
     return {s: [it.source_path for it in index.items if it.split == s] for s in SPLITS}
 
 
+def source_line(index: DatasetIndex) -> str:
+    """One line saying what is read: the class root of a folder dataset, the npz of MedMNIST, else the source."""
+    info, n = index.info, len(index.items)
+    if "class_root" in info:
+        where = Path(info["root"]) / info["class_root"]
+        return f"{index.data_source}: class root: {where} ({info['class_folders']} class folders, {n} images)"
+    if "npz" in info:
+        return f"{index.data_source}: reading {Path(info['root']) / info['npz']} ({n} images)"
+    return f"{index.data_source}: reading {info.get('source') or info.get('root', '?')} ({n} images)"
+
+
+def _check_options(opts: RunOptions) -> None:
+    if opts.seed < 0:
+        raise DataPrepError(f"--seed must be a non-negative integer, got {opts.seed}")
+    if opts.verify not in VERIFY_LEVELS:
+        raise DataPrepError(f"--verify must be one of {VERIFY_LEVELS}, got {opts.verify!r}")
+
+
+def _skipped(report: Report) -> str:
+    by_reason = report.to_dict()["skipped"]["by_reason"]
+    return f"skipped: {by_reason}" if by_reason else "nothing skipped"
+
+
+def _check_pools(index: DatasetIndex, opts: RunOptions, pools: dict[str, list[Item]], report: Report) -> None:
+    """An empty train split is an error; an empty val/test split a warning (a note when --split-ratio asked for it)."""
+    seeded = index.split_source.startswith("seeded")
+    if not pools["train"]:
+        why = "--split-ratio gives train 0" if seeded and opts.split_ratio[0] == 0 else _skipped(report)
+        raise DataPrepError(f"{index.data_source}: the train split is empty ({why}); nothing written")
+    for s, split in enumerate(SPLITS[1:], start=1):
+        if not pools[split]:
+            asked = seeded and opts.split_ratio[s] == 0
+            (report.note if asked else report.warn)(f"no {split} split: {split}.parquet not written")
+
+
+def _os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
 def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[str, Any]:
-    """Run one conversion: `build(report)` indexes the dataset; returns the report written to report.json."""
+    """Run one conversion: `build(report)` indexes the dataset; returns the report written to report.json.
+
+    Every failure is a `DataPrepError` with a one-line message (OSErrors of the output folder included); whatever
+    ends the run early (an error, Ctrl-C, SIGTERM) removes the temporary folder and stops the pool.
+    """
+    _check_options(opts)
+    try:
+        with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:  # its workers start while `build` indexes
+            return _convert(build, opts, pool)
+    except BrokenProcessPool as exc:
+        raise DataPrepError("a decode worker died (killed by the system, out of memory?); nothing written") from exc
+
+
+def _convert(build: Callable[[Report], DatasetIndex], opts: RunOptions, pool: EncoderPool) -> dict[str, Any]:
+    """`convert` with a started pool."""
     report = Report(opts.on_error)
     index = build(report)
     if not index.items:
-        raise ValueError(f"{index.data_source}: no usable images found" + (f"; {report.notes}" if report.notes else ""))
-    out = OutputDir(opts.out)
+        raise DataPrepError(f"{source_line(index)}: no usable images ({_skipped(report)})")
+    if opts.log:
+        opts.log(source_line(index))
+    out_path = Path(opts.out)
+    if out_path.exists() and not out_path.is_dir():
+        raise DataPrepError(f"--out {out_path} is a file, not a folder")
+    identity = {
+        "dataset": index.data_source,
+        "seed": opts.seed,
+        "shots": ["all" if k is None else k for k in opts.shots],
+    }
+    seeded = None if index.split_source else assign_seeded_split(index, opts)
+    pools = {s: sorted((it for it in index.items if it.split == s), key=lambda it: it.key) for s in SPLITS}
+    _check_pools(index, opts, pools, report)
+    out: OutputDir | None = None
     try:
-        seeded = None if index.split_source else assign_seeded_split(index, opts)
+        out = OutputDir(out_path, check_out_dir(out_path, identity, opts.overwrite))
         if seeded is not None:
             out.write_text("splits.json", dumps(seeded))
-        pools = {s: sorted((it for it in index.items if it.split == s), key=lambda it: it.key) for s in SPLITS}
-        question = build_question(
-            dataset=index.data_source,
-            subject=index.subject,
-            class_names=index.class_names,
-            multi_label=index.multi_label,
-            variant=opts.prompt_variant,
-            task_note=index.task_note,
-        )
-        with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:
-            run = _Run(index, opts, report, pool)
-            outputs: dict[str, list[Item]] = {}
-            for k, items in run.select(pools["train"], "train", opts.shots).items():
-                outputs[_file_name(opts, f"train_{k}shot" if k else "train_all")] = items
-            for split in ("val", "test"):
-                if pools[split]:
-                    outputs[_file_name(opts, split)] = run.select(pools[split], split, [opts.eval_per_class])[
-                        opts.eval_per_class
-                    ]
-                else:
-                    report.note(f"no {split} split: {split}.parquet not written")
-            for name, items in outputs.items():
-                outputs[name] = [it for it in items if it.key not in run.bad]
-            counts = run.write(outputs, out, question)
-        result = {
-            "dataset": index.data_source,
-            "domain": index.domain,
-            "seed": opts.seed,
-            "shots": ["all" if k is None else k for k in opts.shots],
-            "eval_per_class": opts.eval_per_class,
-            "prompt_variant": opts.prompt_variant,
-            "min_size": opts.min_size,
-            "verify": opts.verify,
-            "on_error": opts.on_error,
-            "split_source": index.split_source,
-            **index.info,
-            "class_names": index.class_names,
-            "transforms": list(allowed_transforms(index.data_source)),
-            "splits": {
-                s: {
-                    "total": len(p),
-                    "per_class": _per_class(Counter(c for it in p for c in it.label_ids), index.class_names),
-                }
-                for s, p in pools.items()
-            },
-            "files": {
-                name: {"rows": c["rows"], "per_class": _per_class(c, index.class_names)} for name, c in counts.items()
-            },
-            **report.to_dict(),
-        }
+        files = _write_files(index, opts, pools, report, out, pool)
+        result = _result(index, opts, identity, pools, files, report)
         out.write_text("report.json", dumps(result))
         out.commit()
+    except OSError as exc:
+        if out is not None:
+            out.abort()
+        raise DataPrepError(f"--out {out_path}: cannot write ({_os_error_text(exc)}); nothing written") from exc
     except BaseException:
-        out.abort()
+        if out is not None:
+            out.abort()
         raise
     return result
+
+
+def _write_files(
+    index: DatasetIndex,
+    opts: RunOptions,
+    pools: dict[str, list[Item]],
+    report: Report,
+    out: OutputDir,
+    pool: EncoderPool,
+) -> dict[str, Counter]:
+    """Select and write every parquet file; returns per written file a Counter of label ids (+ "rows")."""
+    question = build_question(
+        dataset=index.data_source,
+        subject=index.subject,
+        class_names=index.class_names,
+        multi_label=index.multi_label,
+        variant=opts.prompt_variant,
+        task_note=index.task_note,
+    )
+    run = _Run(index, opts, report, pool)
+    outputs: dict[str, list[Item]] = {}
+    for k, items in run.select(pools["train"], "train", opts.shots).items():
+        outputs[_file_name(opts, f"train_{k}shot" if k else "train_all")] = items
+    train_files = set(outputs)
+    for split in ("val", "test"):
+        if pools[split]:
+            cap = opts.eval_per_class
+            outputs[_file_name(opts, split)] = run.select(pools[split], split, [cap])[cap]
+    for name, items in outputs.items():
+        outputs[name] = [it for it in items if it.key not in run.bad]
+    counts = run.write(outputs, out, question)
+    for name in list(counts):
+        if counts[name]["rows"]:
+            continue
+        if name in train_files:
+            raise DataPrepError(f"{name} has no rows: every image picked for it failed ({_skipped(report)})")
+        report.warn(f"{name} has no rows (every image of its split failed): not written")
+        out.drop(name)
+        del counts[name]
+    return counts
+
+
+def _result(
+    index: DatasetIndex,
+    opts: RunOptions,
+    identity: dict[str, Any],
+    pools: dict[str, list[Item]],
+    files: dict[str, Counter],
+    report: Report,
+) -> dict[str, Any]:
+    """The content of report.json."""
+    return {
+        "dataset": identity["dataset"],
+        "domain": index.domain,
+        "seed": identity["seed"],
+        "shots": identity["shots"],
+        "eval_per_class": opts.eval_per_class,
+        "prompt_variant": opts.prompt_variant,
+        "min_size": opts.min_size,
+        "verify": opts.verify,
+        "on_error": opts.on_error,
+        "split_source": index.split_source,
+        **index.info,
+        "class_names": index.class_names,
+        "transforms": list(allowed_transforms(index.data_source)),
+        "splits": {
+            s: {
+                "total": len(p),
+                "per_class": _per_class(Counter(c for it in p for c in it.label_ids), index.class_names),
+            }
+            for s, p in pools.items()
+        },
+        "files": {
+            name: {"rows": c["rows"], "per_class": _per_class(c, index.class_names)} for name, c in files.items()
+        },
+        **report.to_dict(),
+    }

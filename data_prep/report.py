@@ -14,6 +14,8 @@ from typing import Any
 REASONS = {
     "corrupt_image": "image cannot be decoded (corrupt, truncated or not an image)",
     "unsupported_image": "image mode/dtype that cannot be converted to RGB safely (e.g. float)",
+    "extreme_aspect_ratio": "long side over 200 x the short side (Qwen2.5-VL's processor refuses it)",
+    "too_many_pixels": "image with more pixels than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS)",
     "unknown_class_folder": "folder whose name is in no class table of the dataset",
     "empty_class_folder": "class folder without any image",
     "missing_class_folder": "class of the table without a folder",
@@ -26,6 +28,7 @@ REASONS = {
     "missing_npz_key": "npz without one of the six MedMNIST arrays (that split is skipped)",
     "bad_npz_array": "npz array with a wrong shape/dtype or truncated data (that split is skipped)",
     "label_out_of_range": "label outside the subset's label range (or not 0/1 for multi-label)",
+    "wrong_subset": "npz arrays whose shape is not the one of the subset and size asked for",
 }
 MAX_EXAMPLES = 50
 
@@ -47,6 +50,7 @@ class Report:
         self.image_sizes: Counter[str] = Counter()
         self.ignored: list[str] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self._seen: set[tuple[str, str]] = set()
 
     def issue(self, reason: str, path: str, detail: str = "", count: int = 1) -> None:
@@ -63,6 +67,12 @@ class Report:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"reason": reason, "path": path, "detail": detail, "count": str(count)})
 
+    def refuse(self, reason: str, path: str, detail: str = "") -> None:
+        """Raise for a problem no skip can fix (the input is not what was asked for), whatever `on_error` says."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown issue reason {reason!r}")
+        raise DataPrepError(f"[{reason}] {REASONS[reason]}: {path}" + (f" ({detail})" if detail else ""))
+
     def ignore(self, path: str) -> None:
         """Record a non-image file inside the dataset tree (Thumbs.db, README...), reported but never an error."""
         self.ignored.append(path)
@@ -71,6 +81,11 @@ class Report:
         """Record a remark for the user (folder renamed, label from filename, short class...)."""
         if text not in self.notes:
             self.notes.append(text)
+
+    def warn(self, text: str) -> None:
+        """Record something the user must see (an empty split, a short k-shot file); the CLI prints it."""
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def add_image(self, conversions: tuple[str, ...], width: int, height: int) -> None:
         """Count one written image's conversions and its source size."""
@@ -92,6 +107,7 @@ class Report:
             "converted": dict(sorted(self.conversions.items())),
             "source_image_sizes": top,
             "ignored_files": {"total": len(self.ignored), "examples": sorted(self.ignored)[:MAX_EXAMPLES]},
+            "warnings": self.warnings,
             "notes": self.notes,
         }
 

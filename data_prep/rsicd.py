@@ -22,7 +22,7 @@ from data_prep.aid import CLASS_NAMES as AID_CLASSES
 from data_prep.folders import RS_SUBJECT, fold
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
-from data_prep.source import Source, is_image_name, read_ref
+from data_prep.source import Source, is_image_name, is_mac_metadata, read_ref
 
 NAME = "rsicd"
 ARCHIVES = ("RSICD_images.zip", "txtclasses_rsicd.zip")
@@ -51,7 +51,7 @@ def read_class_lists(source: Source, report: Report) -> dict[str, int]:
     labels: dict[str, int] = {}
     for member in sorted(m for m in source.members if str(PurePosixPath(m).parent) == folder):
         stem = PurePosixPath(member).stem
-        if not member.lower().endswith(".txt"):
+        if not member.lower().endswith(".txt") or is_mac_metadata(member):
             report.ignore(member)
             continue
         label = by_fold.get(fold(stem))

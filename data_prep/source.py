@@ -27,9 +27,22 @@ class FileRef:
     member: str
 
 
+def base_name(path: str) -> str:
+    """The last component of a '/'-separated member path (a fast `PurePosixPath(path).name`)."""
+    return path.rsplit("/", 1)[-1]
+
+
+def is_mac_metadata(path: str) -> bool:
+    """True for a macOS `._*` AppleDouble file (resource-fork metadata that copies from a Mac leave next to files)."""
+    return base_name(path).startswith("._")
+
+
 def is_image_name(path: str) -> bool:
-    """True if the file name has an image extension (case-insensitive)."""
-    return PurePosixPath(path).suffix.lower() in IMAGE_EXTENSIONS
+    """True if the file name has an image extension (case-insensitive) and is not a macOS `._*` AppleDouble file
+    (resource-fork metadata that copies from a Mac leave next to every file; ignored like `.DS_Store`)."""
+    name = base_name(path)
+    dot = name.rfind(".")
+    return dot > 0 and not is_mac_metadata(name) and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def read_ref(ref: FileRef) -> bytes:
@@ -66,17 +79,30 @@ class Source:
         self.files: dict[str, FileRef] = {}
         self.dirs: set[str] = set()
         self.rar_found: list[str] = []
+        self.loops: list[str] = []  # symlinked folders not entered again (they lead back to a folder already read)
         if self.root.is_file():
             self._add_archive(self.root)
         else:
             self._scan_folder(archive_names)
         self.members = sorted(self.files)
+        self._by_name: dict[str, list[str]] | None = None
 
     def _scan_folder(self, archive_names: tuple[str, ...]) -> None:
+        """Walk the folder, following symlinked folders like symlinked files; a folder reached twice (a symlink cycle
+        or a second link to the same folder) is read once, the later path is listed in `loops`."""
         archives: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        seen = {_identity(self.root)}
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
             dirnames.sort()
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in list(dirnames):
+                ident = _identity(Path(dirpath) / name)
+                if ident is None:  # unreadable: os.walk skips it
+                    continue
+                if ident in seen:
+                    dirnames.remove(name)
+                    self.loops.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+                seen.add(ident)
             if rel_dir != ".":
                 self.dirs.add(rel_dir)
             for name in sorted(filenames):
@@ -115,4 +141,17 @@ class Source:
 
     def find(self, basename: str) -> list[str]:
         """Members whose file name is `basename` (any folder), sorted."""
-        return [m for m in self.members if PurePosixPath(m).name == basename]
+        if self._by_name is None:
+            self._by_name = {}
+            for member in self.members:
+                self._by_name.setdefault(base_name(member), []).append(member)
+        return list(self._by_name.get(basename, []))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder a path leads to, symlinks resolved; None if it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

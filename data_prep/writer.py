@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.images import Encoded, encode_chunk, worker_init
+from data_prep.images import VERIFY_LEVELS, Encoded, encode_chunk, worker_init
+from data_prep.report import DataPrepError
 from data_prep.schema import ARROW_SCHEMA
 from data_prep.source import close_archives
 
 ROW_GROUP_BYTES = 64 << 20
+RUN_FILES = ("report.json", "splits.json")  # with *.parquet: the files a run writes into --out
 IMAGE_COLUMN = "images.list.element.bytes"
 
 
@@ -79,14 +83,18 @@ class EncoderPool:
     """Encode payloads in a process pool (`workers >= 1`) or inline (`workers == 0`), results in order."""
 
     def __init__(self, workers: int, min_size: int, verify: str = "full", chunk: int = 32) -> None:
-        if verify not in ("full", "fast"):
-            raise ValueError(f"verify must be 'full' or 'fast', got {verify!r}")
+        if verify not in VERIFY_LEVELS:
+            raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
         self.workers, self.min_size, self.verify, self.chunk = workers, min_size, verify, chunk
         self._executor: ProcessPoolExecutor | None = None
         if workers > 0:
-            # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory
+            # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory; it imports
+            # the decoder once, and the workers start now (one no-op each), while the main process indexes the data
             ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["data_prep.images"])
             self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
+            for _ in range(workers):
+                self._executor.submit(worker_init)
 
     def map(self, payloads: Iterable[Any]) -> Iterator[Encoded]:
         """Yield one `Encoded` per payload, in order, with at most 2 * workers + 2 chunks in flight."""
@@ -104,9 +112,20 @@ class EncoderPool:
                 return
             yield from pending.popleft().result()
 
-    def close(self) -> None:
-        """Stop the workers and close this process's archive handles."""
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (`kill`: at once, without waiting for the chunks they hold) and close this process's
+        archive handles."""
         if self._executor is not None:
+            if kill:  # a worker may be blocked (a FIFO, a hung network file): never wait for it on the way out
+                for pid in list(getattr(self._executor, "_processes", None) or {}):  # no public API before 3.14
+                    # by pid: Process.kill() does nothing once the forkserver is gone (a group SIGTERM kills it), as
+                    # multiprocessing then takes every worker for dead; workers ignore SIGTERM (worker_init)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            # wait=True also after a kill: the dead workers are reaped at once, and the executor's thread is joined
+            # here, not raced by concurrent.futures' exit hook (Python 3.11 prints "Bad file descriptor" then)
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         close_archives()
@@ -114,8 +133,8 @@ class EncoderPool:
     def __enter__(self) -> EncoderPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(kill=exc_type is not None)
 
 
 class RowGroupWriter:
@@ -149,14 +168,63 @@ class RowGroupWriter:
         self._writer.close()
 
 
-class OutputDir:
-    """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file)."""
+def _describe(run: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in run.items())
 
-    def __init__(self, out: str | os.PathLike) -> None:
+
+def check_out_dir(out: Path, identity: dict[str, Any], overwrite: bool = False) -> list[str]:
+    """The run files already in `out` (to be replaced or removed when this run commits); refuses another run's.
+
+    `out` may hold the files of the same run (its report.json names the same `identity`: dataset, seed, shots); a
+    report of another run, or parquet files that no report there lists, are refused unless `overwrite`. Other files
+    (a README, notes) are never touched.
+    """
+    if not out.is_dir():
+        return []
+    present = sorted(p.name for p in out.iterdir() if p.is_file() and (p.suffix == ".parquet" or p.name in RUN_FILES))
+    if not present or overwrite:
+        return present
+    hint = "use another --out folder, or --overwrite to replace its files"
+    listed = set(RUN_FILES)
+    if "report.json" in present:
+        try:
+            old = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise DataPrepError(f"--out {out} holds a report.json that is not data_prep's; {hint}")
+        theirs = {k: old.get(k) for k in identity}
+        if theirs != identity:
+            raise DataPrepError(
+                f"--out {out} holds the output of another run ({_describe(theirs)}; this run: {_describe(identity)}); "
+                + hint
+            )
+        listed |= set(old.get("files") or {})
+    foreign = [name for name in present if name not in listed]
+    if foreign:
+        raise DataPrepError(f"--out {out} holds {foreign[:5]} that no data_prep report.json there lists; {hint}")
+    return present
+
+
+class OutputDir:
+    """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file).
+
+    `stale`: run files already in `out` (from `check_out_dir`); those this run does not write again are removed at
+    commit, so `out` ends up holding exactly this run's files.
+    """
+
+    def __init__(self, out: str | os.PathLike, stale: Sequence[str] = ()) -> None:
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+        self.stale = list(stale)
+        self.created = not self.out.exists()  # removed again by abort() (if still empty)
+        self.tmp: Path | None = None
         self.names: list[str] = []
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+        except BaseException:
+            self.abort()
+            raise
 
     def path(self, name: str) -> Path:
         """The temporary path for output file `name`."""
@@ -169,13 +237,29 @@ class OutputDir:
         self.path(name).write_text(text, encoding="utf-8")
 
     def commit(self) -> list[Path]:
-        """Rename every file into `out` (report.json last) and remove the temporary folder."""
+        """Rename every file into `out`, remove the stale ones, rename report.json last; drop the temporary folder."""
         names = sorted(self.names, key=lambda n: n == "report.json")
         for name in names:
+            if name == "report.json":
+                for old in self.stale:
+                    if old not in self.names:
+                        (self.out / old).unlink(missing_ok=True)
             os.replace(self.tmp / name, self.out / name)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return [self.out / n for n in names]
 
+    def drop(self, name: str) -> None:
+        """Do not commit output file `name` after all (deletes its temporary file)."""
+        if name in self.names:
+            self.names.remove(name)
+            (self.tmp / name).unlink(missing_ok=True)
+
     def abort(self) -> None:
-        """Drop everything written so far."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        """Drop everything written so far (and `out` itself when this run created it)."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.created:
+            try:
+                self.out.rmdir()
+            except OSError:  # not empty (another process writes there too) or never made
+                pass

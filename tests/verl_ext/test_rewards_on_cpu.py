@@ -61,13 +61,66 @@ def test_multi_word_class_matches_its_folder_spelling(answer: str) -> None:
         "<think>x</think><answer>beach</answer><answer>beach</answer>",  # two answer blocks
         "<think>x</think><answer>forest</answer><answer>beach</answer>",  # two blocks, hedged
         "<think>x</think><answer>beach",  # unclosed
-        resp("Beach."),  # punctuation is not ignored
+        resp("not beach"),  # a negation
+        resp("no beach"),  # a negation
+        resp("beach (not forest)"),  # a negation after the class: only the outer ")" goes, the rest stays
+        resp("- beach\n- forest"),  # a markdown list of two classes
+        resp("beach; forest"),  # a list with another separator
+        resp('"beach" or "forest"'),  # two quoted classes: inner quotes are not stripped
+        resp("."),  # punctuation only: empty after stripping
+        resp('""'),  # empty quotes
+        resp("**"),  # empty markdown bold
+        "<think>x</think><answer>Beach.</answer><answer>beach</answer>",  # two blocks, one with a period
+        '<think>x</think><answer>"beach"</answer><answer>"beach"</answer>',  # two quoted blocks
     ],
 )
 def test_adversarial_answers_get_zero_accuracy(solution: str) -> None:
     out = score(solution)
     assert out["acc"] == 0.0
     assert out["answer_valid"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Beach.",  # sentence end
+        "beach!",
+        '"beach"',  # quoted
+        "'Beach'",
+        "\u201cbeach\u201d",  # typographic quotes
+        "\u2018beach\u2019.",
+        "`beach`",  # markdown code
+        "**Beach**",  # markdown bold
+        '"Beach."',  # quote and period
+        "(beach)",
+        "beach\u3002",  # full-width full stop
+        '  "beach" . ',
+    ],
+)
+def test_surrounding_punctuation_and_quotes_are_stripped(answer: str) -> None:
+    out = score(resp(answer))
+    assert (out["acc"], out["answer_valid"]) == (1.0, 1.0)
+
+
+def test_inner_punctuation_is_kept_and_classes_with_trailing_brackets_still_match() -> None:
+    blood = ["basophil", "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)", "platelet"]
+    tissue = ["Collecting Duct, Connecting Tubule", "Leukocytes"]
+    ig = blood[1]
+    assert match_class(ig, blood) == ig  # its own ")" is stripped on both sides alike
+    assert match_class(f'"{ig}".', blood) == ig
+    assert match_class("immature granulocytes", blood) is None  # inner "(...)" is part of the name
+    assert match_class("Collecting Duct, Connecting Tubule.", tissue) == tissue[0]
+    assert match_class("Collecting Duct. Connecting Tubule", tissue) is None  # inner "," is not replaceable
+    assert match_class("b.e.a.c.h", UCM) is None  # inner periods are not removed
+    assert match_class("beach's", UCM) is None  # a trailing "s" after an inner quote stays
+    assert normalize('"Dense Residential."') == "denseresidential"
+
+
+def test_multi_label_parts_are_stripped_too() -> None:
+    assert chest(resp('"Effusion; Mass."'), "effusion; mass")["acc"] == 1.0
+    assert chest(resp("No finding."), "no finding")["acc"] == 1.0
+    assert chest(resp("effusion; ."), "effusion")["acc"] == 1.0  # an empty part (only punctuation) is dropped
+    assert chest(resp('"effusion", "mass?"'), "effusion")["acc"] == 0.0  # two findings, one is wrong
 
 
 def test_wrong_class_is_valid_but_wrong() -> None:
@@ -182,6 +235,7 @@ def test_parse_prediction_canonical() -> None:
     ("a", "b", "expected"),
     [
         (resp("beach"), resp("Beach"), 1.0),
+        (resp("beach"), resp('"Beach."'), 1.0),  # the same class, quoted and with a period
         (resp("beach"), resp("tenniscourt"), 0.0),
         (resp("beach"), resp("beach or river"), 0.0),
         (resp(""), resp(""), 0.0),  # two invalid answers do not agree
