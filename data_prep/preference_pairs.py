@@ -88,7 +88,9 @@ def _image_bytes(value: Any, image_root: Path | None) -> tuple[bytes | None, str
     return None, value if isinstance(value, str) else None
 
 
-def user_pair_rows(records: Iterable[dict[str, Any]], name: str, image_root: Path | None, report: Report, min_size: int):
+def user_pair_rows(
+    records: Iterable[dict[str, Any]], name: str, image_root: Path | None, report: Report, min_size: int
+):
     """Rows of the output schema from a user's preference records (bad records raise or are counted)."""
     for i, rec in enumerate(records):
         where = f"record {i}"
@@ -215,4 +217,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     took = time.perf_counter() - start
     print(f"{COMMAND}: wrote {report['rows']} rows to {args.out / OUTPUT} in {took:.1f} s; skipped {skipped}")
     return report
-
