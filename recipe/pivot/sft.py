@@ -11,11 +11,11 @@ with the chosen response). verl's `MultiTurnSFTDataset` reads `messages` + `imag
 `train`: `torchrun -m verl.trainer.sft_trainer` (GPU; `--cpu` runs verl_ext.cpu's stand-in command) plus the stage's
 freeze overrides; afterwards `<out>/final_hf` links the last checkpoint's HF weights. Stages:
 
-| stage | trains | overrides (verl's SFT engine config, `recipe/pivot/freeze.py`) |
+| stage | trains | frozen (through `engine._target_=recipe.pivot.freeze.PivotFSDPEngineConfig`) |
 |---|---|---|
-| `all` | encoder, projector, LLM (the SFT baseline) | none (verl's engine) |
-| `projector` | projector only (transplant stage 1) | `engine._target_=...PivotFSDPEngineConfig`, `+engine.freeze_vision_tower=true`, `+engine.freeze_language_model=true` |
-| `projector_llm` | projector + LLM (transplant stage 2) | `engine._target_=...`, `+engine.freeze_vision_tower=true`, `+engine.freeze_language_model=false` |
+| `all` | encoder, projector, LLM (the SFT baseline) | nothing (verl's own engine config) |
+| `projector` | projector (transplant stage 1) | `+engine.freeze_vision_tower=true +engine.freeze_language_model=true` |
+| `projector_llm` | projector + LLM (transplant stage 2) | `+engine.freeze_vision_tower=true` |
 
 Extra arguments are Hydra overrides of verl's `sft_trainer_engine`, applied last.
 """

@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(
-        f"transplanted {info['encoder_tensors_copied']} encoder tensors into {args.out}: {info['relative_change_vs_base']}"
-    )
+    changes = info["relative_change_vs_base"]
+    print(f"transplanted {info['encoder_tensors_copied']} encoder tensors into {args.out}: {changes}")
     return 0
 
 
