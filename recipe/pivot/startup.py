@@ -91,6 +91,11 @@ def check_pairs(config: Any, dpo: DPOConfig) -> None:
             f"actor_rollout_ref.rollout.agent.default_agent_loop={agent!r}: dpo.pairs.source={source} needs "
             f"{AGENT_NAME!r} (it answers the offline pairs' texts)"
         )
+    if source != "online" and _get(config, "actor_rollout_ref.rollout.calculate_log_probs"):
+        raise DPOConfigError(
+            f"actor_rollout_ref.rollout.calculate_log_probs=true: dpo.pairs.source={source} teacher-forces the pairs, "
+            "which have no rollout log-probs; set it to false (DPO uses the actor's recomputed log-probs)"
+        )
     if source == "offline":
         files = _get(config, "data.train_files")
         check_offline_rows([files] if isinstance(files, str) else list(files), dpo)
