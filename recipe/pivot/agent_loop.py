@@ -33,13 +33,22 @@ OFFLINE_SESSIONS = ("chosen", "rejected")  # session 0, session 1
 
 
 class FixedResponse:
-    """Stands in for verl's LLM server manager: `generate` answers fixed token ids (no sampling, no log-probs)."""
+    """Stands in for verl's LLM server manager: `generate` answers fixed token ids (no sampling, no log-probs).
 
-    def __init__(self, token_ids: list[int]) -> None:
+    `weights_version` goes where a server reports the weights a response was generated with (verl's
+    `min/max_global_steps`, read by its off-policy metrics): in the synchronous trainer, the samples of step t come
+    from the weights of step t − 1, so a teacher-forced pair reports that version (staleness 0).
+    """
+
+    def __init__(self, token_ids: list[int], weights_version: int | None) -> None:
         self.token_ids = list(token_ids)
+        self.weights_version = weights_version
 
     async def generate(self, **kwargs: Any) -> TokenOutput:
-        return TokenOutput(token_ids=list(self.token_ids), stop_reason="completed", num_preempted=0)
+        version = self.weights_version
+        fields = {"global_steps": version, "min_global_steps": version, "max_global_steps": version}
+        ids = list(self.token_ids)
+        return TokenOutput(token_ids=ids, stop_reason="completed", num_preempted=0, extra_fields=fields)
 
 
 def offline_text(kwargs: dict[str, Any], dpo: DPOConfig) -> tuple[str | None, str | None]:
@@ -87,7 +96,9 @@ class DPOPairAgentLoop(SingleTurnAgentLoop):
             output.extra_fields[ROLE_KEY] = "sampled"
             return output
         ids = self.response_ids(text)
-        server, self.server_manager = self.server_manager, FixedResponse(ids)
+        step = kwargs.get("global_steps")
+        version = int(step) - 1 if step is not None else None
+        server, self.server_manager = self.server_manager, FixedResponse(ids, version)
         try:
             output = await super().run(sampling_params, **kwargs)
         finally:

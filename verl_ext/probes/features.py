@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +219,3 @@ def parse_blocks(spec: str, depth: int) -> list[int]:
     if not out:
         raise ValueError(f"no block in {spec!r}")
     return out
-
-
-def iter_batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    """Consecutive slices of `items` of at most `size`."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
