@@ -14,9 +14,9 @@ each token formatted, `recipe.domain_grpo.experiments.matrix.build_argv`). Stage
 | stage1_<e>, stage2_<e> | model, ckpt | HF weights under {ckpt} |
 | eval_<name> | model, eval_dir, name | {eval_dir}/metrics.json |
 
-Every stage also gets every `vars` entry, `python`, `out`, `stage` and `ckpt` (its own output folder; the `env` of the
-spec is formatted with them too, e.g. VERL_FILE_LOGGER_PATH={ckpt}/metrics.jsonl). A finished stage writes
-`{out}/stages/<stage>.json`; rerunning skips it. The report (`{out}/report`) is rebuilt at the end of every run.
+Every stage also gets every `vars` entry, `python`, `repo` (this checkout), `out`, `stage` and `ckpt` (its own output
+folder; the spec's `env` is formatted with them too, e.g. VERL_FILE_LOGGER_PATH={ckpt}/metrics.jsonl). A finished
+stage writes `{out}/stages/<stage>.json`; rerunning skips it. The report (`{out}/report`) is rebuilt at every run.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def plan(spec: Mapping[str, Any]) -> list[Stage]:
     """The study's stages with their variables (paths derived from `vars.out`)."""
     v = {k: val for k, val in spec["vars"].items()}
     out = Path(v["out"])
-    base_vars = {"python": sys.executable, **v, "out": str(out), "data_dir": str(out / "data")}
+    repo = str(Path(__file__).resolve().parents[3])
+    base_vars = {"python": sys.executable, "repo": repo, **v, "out": str(out), "data_dir": str(out / "data")}
     user_pairs = bool(v.get("pairs"))
     pairs_file = str(v["pairs"]) if user_pairs else str(out / "data" / "pairs.parquet")
     base_vars |= {"pairs_file": pairs_file, "sft_file": str(out / "data" / "sft.parquet")}
