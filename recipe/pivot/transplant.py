@@ -87,6 +87,14 @@ def part_changes(model: torch.nn.Module, base: dict[str, torch.Tensor]) -> dict[
     return {k: diff[k] ** 0.5 / max(norm[k] ** 0.5, 1e-12) for k in diff}
 
 
+_NOT_ARCHITECTURE = ("dtype", "torch_dtype", "_attn_implementation", "attn_implementation", "transformers_version")
+
+
+def _architecture(vision_config: Any) -> dict[str, Any]:
+    """The vision config without what a checkpoint may store differently for the same weights (dtype, attention)."""
+    return {k: v for k, v in vision_config.to_dict().items() if k not in _NOT_ARCHITECTURE}
+
+
 def transplant(base: str | os.PathLike, encoder: str | os.PathLike, out: str | os.PathLike, seed: int = 0) -> dict:
     """Write the transplanted checkpoint to `out` (atomically: a temporary sibling renamed into place)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -94,8 +102,8 @@ def transplant(base: str | os.PathLike, encoder: str | os.PathLike, out: str | o
     base, encoder, out = Path(base), Path(encoder), Path(out)
     model = AutoModelForImageTextToText.from_pretrained(base, dtype="auto")
     donor = AutoModelForImageTextToText.from_pretrained(encoder, dtype="auto")
-    if model.config.vision_config.to_dict() != donor.config.vision_config.to_dict():
-        raise ValueError(f"{encoder}: its vision config differs from {base}'s")
+    if _architecture(model.config.vision_config) != _architecture(donor.config.vision_config):
+        raise ValueError(f"{encoder}: its vision architecture differs from {base}'s")
     reference = {n: p.detach().float().clone() for n, p in model.named_parameters()}
     copied = copy_encoder(model, donor)
     del donor

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="study spec YAML (vars, env, commands, encoders)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec var")
     parser.add_argument("--dry-run", action="store_true", help="print each pending stage's command, run nothing")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="stages run at once when their inputs are ready (1: one after another)"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stage markers and outputs are written atomically
     sets = {}
@@ -38,14 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        status = run(spec, dry_run=args.dry_run)
+        status = run(spec, dry_run=args.dry_run, jobs=args.jobs)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(
-        f"study: {sum(s == 'done' for s in status.values())} stages run, {list(status.values()).count('skipped')} "
-        f"skipped -> {spec['vars']['out']}/report/results.md"
-    )
+    ran, skipped = sum(s == "done" for s in status.values()), sum(s == "skipped" for s in status.values())
+    print(f"study: {ran} stages run, {skipped} skipped -> {spec['vars']['out']}/report/results.md")
     return 0
 
 

@@ -51,7 +51,7 @@ class Stage:
     command: str
     variables: dict[str, Any]
     done: Callable[[], bool]
-    outputs: dict[str, str] = field(default_factory=dict)
+    deps: list[str] = field(default_factory=list)
 
 
 def load_spec(path: str | os.PathLike, sets: Mapping[str, str] = ()) -> dict[str, Any]:
@@ -100,9 +100,9 @@ def plan(spec: Mapping[str, Any]) -> list[Stage]:
     base_vars |= {"pairs_file": pairs_file, "sft_file": str(out / "data" / "sft.parquet")}
     base_vars |= {"probes_dir": str(out / "probes")}
 
-    def stage(name: str, command: str, done: Callable[[], bool], **extra: Any) -> Stage:
+    def stage(name: str, command: str, done: Callable[[], bool], deps: list[str], **extra: Any) -> Stage:
         extra.setdefault("ckpt", str(out / name))
-        return Stage(name, spec["commands"][command], {**base_vars, "stage": name, **extra}, done)
+        return Stage(name, spec["commands"][command], {**base_vars, "stage": name, **extra}, done, deps)
 
     def trained(ckpt: str) -> Callable[[], bool]:
         return lambda: final_hf(ckpt) is not None
@@ -112,33 +112,38 @@ def plan(spec: Mapping[str, Any]) -> list[Stage]:
         return str(found) if found else f"{ckpt}/<final_hf, after training>"
 
     stages = []
+    pairs_dep = [] if user_pairs else ["pairs"]
     if not user_pairs:
-        stages.append(stage("pairs", "pairs", lambda: Path(pairs_file).exists()))
-    stages.append(stage("sft_rows", "sft_rows", lambda: Path(base_vars["sft_file"]).exists()))
+        stages.append(stage("pairs", "pairs", lambda: Path(pairs_file).exists(), []))
+    stages.append(stage("sft_rows", "sft_rows", lambda: Path(base_vars["sft_file"]).exists(), pairs_dep))
     ckpts = {name: str(out / name) for name in ("sft", "dpo")}
-    for name in ("sft", "dpo"):
-        stages.append(stage(name, name, trained(ckpts[name]), model=v["base"], ckpt=ckpts[name]))
+    # DPO first: the longest stage (with --jobs > 1 the others run beside it)
+    stages.append(stage("dpo", "dpo", trained(ckpts["dpo"]), pairs_dep, model=v["base"], ckpt=ckpts["dpo"]))
+    stages.append(stage("sft", "sft", trained(ckpts["sft"]), ["sft_rows"], model=v["base"], ckpt=ckpts["sft"]))
     models = {
         "base": lambda: str(v["base"]),
         "sft": lambda: model_of(ckpts["sft"]),
         "dpo": lambda: model_of(ckpts["dpo"]),
     }
-    probes = stage("probes", "probes", lambda: (out / "probes" / "probes.json").exists())
-    stages.append(_lazy(probes, {"sft_model": models["sft"], "dpo_model": models["dpo"]}))
-    evaluated = {"base": models["base"], "sft": models["sft"], "dpo": models["dpo"]}
+    trainer_of = {"base": [], "sft": ["sft"], "dpo": ["dpo"]}
+    evaluated = {name: (models[name], trainer_of[name]) for name in ENCODERS}
     for enc in spec["encoders"]:
         pivot = out / f"pivot_{enc}"
         tdir, c1, c2 = str(pivot / "transplant"), str(pivot / "stage1"), str(pivot / "stage2")
-        t = stage(f"transplant_{enc}", "transplant", lambda tdir=tdir: (Path(tdir) / "transplant.json").exists())
+        done = lambda tdir=tdir: (Path(tdir) / "transplant.json").exists()  # noqa: E731
+        t = stage(f"transplant_{enc}", "transplant", done, trainer_of[enc])
         t.variables |= {"encoder": enc, "transplant_dir": tdir, "ckpt": tdir}
         stages.append(_lazy(t, {"encoder_model": models[enc]}))
-        stages.append(stage(f"stage1_{enc}", "stage1", trained(c1), model=tdir, ckpt=c1, encoder=enc))
-        s2 = stage(f"stage2_{enc}", "stage2", trained(c2), ckpt=c2, encoder=enc)
+        deps = [f"transplant_{enc}", "sft_rows"]
+        stages.append(stage(f"stage1_{enc}", "stage1", trained(c1), deps, model=tdir, ckpt=c1, encoder=enc))
+        s2 = stage(f"stage2_{enc}", "stage2", trained(c2), [f"stage1_{enc}"], ckpt=c2, encoder=enc)
         stages.append(_lazy(s2, {"model": lambda c1=c1: model_of(c1)}))
-        evaluated[f"pivot_{enc}"] = lambda c2=c2: model_of(c2)
-    for name, model in evaluated.items():
+        evaluated[f"pivot_{enc}"] = (lambda c2=c2: model_of(c2), [f"stage2_{enc}"])
+    probes = stage("probes", "probes", lambda: (out / "probes" / "probes.json").exists(), ["sft", "dpo"])
+    stages.append(_lazy(probes, {"sft_model": models["sft"], "dpo_model": models["dpo"]}))
+    for name, (model, deps) in evaluated.items():
         edir = str(out / "eval" / name)
-        e = stage(f"eval_{name}", "eval", lambda edir=edir: (Path(edir) / "metrics.json").exists())
+        e = stage(f"eval_{name}", "eval", lambda edir=edir: (Path(edir) / "metrics.json").exists(), deps)
         e.variables |= {"eval_dir": edir, "name": name, "ckpt": edir}
         stages.append(_lazy(e, {"model": model}))
     return stages
@@ -161,33 +166,73 @@ def stage_argv(stage: Stage) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def run(spec: Mapping[str, Any], dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every stage not done yet, in order; then the report. Returns {stage: status}."""
+def run(
+    spec: Mapping[str, Any], dry_run: bool = False, echo: Callable[[str], None] = print, jobs: int = 1
+) -> dict[str, str]:
+    """Run every stage not done yet (up to `jobs` at once, each when its inputs are done); then the report.
+
+    Returns:
+        {stage: "done" | "skipped" | "planned"}.
+
+    Raises:
+        StudyError: a stage failed (the others already running are waited for; nothing new starts).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from recipe.pivot.study.report import write_report
 
     out = Path(spec["vars"]["out"])
-    status: dict[str, str] = {}
-    for stage in plan(spec):
+    stages = plan(spec)
+    for stage in stages:
         stage.variables["_env"] = dict(spec.get("env") or {})
-        marker = out / "stages" / f"{stage.name}.json"
-        if marker.exists() and stage.done():
-            status[stage.name] = "skipped"
-            echo(f"[{stage.name}] done, skipped")
-            continue
-        argv, env = stage_argv(stage)
-        if dry_run:
-            status[stage.name] = "planned"
-            echo(f"[{stage.name}] {shlex.join(argv)}")
-            continue
-        log = out / "logs" / f"{stage.name}.log"
-        echo(f"[{stage.name}] {shlex.join(argv)}  (log: {log})")
-        started = time.time()
-        code = _launch(argv, log, env, cwd=None)
-        if code != 0 or not stage.done():
-            status[stage.name] = "failed"
-            raise StudyError(f"stage {stage.name} failed (exit {code}); see {log}")
-        write_json_atomic(marker, {"argv": argv, "seconds": round(time.time() - started, 1)})
-        status[stage.name] = "done"
-    if not dry_run:
-        write_report(spec, out)
+    status: dict[str, str] = {}
+    if dry_run:
+        for stage in stages:
+            finished = (out / "stages" / f"{stage.name}.json").exists() and stage.done()
+            status[stage.name] = "skipped" if finished else "planned"
+            echo(f"[{stage.name}] " + ("done, skipped" if finished else shlex.join(stage_argv(stage)[0])))
+        return status
+    pending, running, failed = list(stages), {}, None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            for stage in list(pending):
+                if failed is not None or len(running) >= max(1, jobs):
+                    break
+                if not all(status.get(d) in ("done", "skipped") for d in stage.deps):
+                    continue
+                pending.remove(stage)
+                if (out / "stages" / f"{stage.name}.json").exists() and stage.done():
+                    status[stage.name] = "skipped"
+                    echo(f"[{stage.name}] done, skipped")
+                    continue
+                running[pool.submit(_execute, stage, out, echo)] = stage
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                status[stage.name] = "done" if future.result() else "failed"
+                if status[stage.name] == "failed":
+                    failed = stage
+    if failed is not None:
+        raise StudyError(f"stage {failed.name} failed; see {out / 'logs' / (failed.name + '.log')}")
+    if pending:
+        raise StudyError(f"stages never became ready: {[s.name for s in pending]}")
+    write_report(spec, out)
     return status
+
+
+def _execute(stage: Stage, out: Path, echo: Callable[[str], None]) -> bool:
+    """Run one stage; write its marker on success. Returns whether it succeeded (and produced its output)."""
+    argv, env = stage_argv(stage)
+    log = out / "logs" / f"{stage.name}.log"
+    echo(f"[{stage.name}] {shlex.join(argv)}  (log: {log})")
+    started = time.time()
+    code = _launch(argv, log, env, cwd=None)
+    if code != 0 or not stage.done():
+        echo(f"[{stage.name}] FAILED (exit {code}); see {log}")
+        return False
+    seconds = round(time.time() - started, 1)
+    write_json_atomic(out / "stages" / f"{stage.name}.json", {"argv": argv, "seconds": seconds})
+    echo(f"[{stage.name}] done in {seconds} s")
+    return True

@@ -93,9 +93,10 @@ def test_gpu_study_spec_plans_every_stage(tmp_path):
     argv += ["--set", f"out={tmp_path}", "--dry-run"]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=True)
     stages = [line.split("]")[0][1:] for line in proc.stdout.splitlines() if line.startswith("[")]
-    expected = ["pairs", "sft_rows", "sft", "dpo", "probes"]
+    expected = ["pairs", "sft_rows", "dpo", "sft"]
     for enc in ("base", "sft", "dpo"):
         expected += [f"transplant_{enc}", f"stage1_{enc}", f"stage2_{enc}"]
+    expected += ["probes"]
     expected += [f"eval_{m}" for m in ("base", "sft", "dpo", "pivot_base", "pivot_sft", "pivot_dpo")]
     assert stages == expected
     assert "env STAGE=projector" in proc.stdout and "bash examples/run_pivot_dpo.sh" in proc.stdout

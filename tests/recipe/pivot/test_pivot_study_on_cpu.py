@@ -47,7 +47,7 @@ def study(tmp_path_factory):
         "reward": REPO / "tests" / "recipe" / "pivot" / "coin_reward.py",
         "dpo_extra": "[actor_rollout_ref.actor.optim.weight_decay=0.0]",
     }
-    argv = [sys.executable, "-m", "recipe.pivot.study", "--spec", str(SPEC)]
+    argv = [sys.executable, "-m", "recipe.pivot.study", "--spec", str(SPEC), "--jobs", "2"]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
     start = time.monotonic()
@@ -93,6 +93,7 @@ def test_dpo_through_verl_with_both_pair_sources(study):
         # rejected ones wrong: the texts went through tokenisation, TransferQueue and the reward loop intact
         assert (m["dpo/chosen_acc"], m["dpo/rejected_acc"]) == (1.0, 0.0)
         assert m["actor/grad_norm"] > 0 and math.isfinite(m["dpo/reward_margin"])
+        assert m["dpo/truncated"] == 0.0
     assert sum(m["dpo/pairs_online"] for m in metrics.values()) >= 1  # own samples formed pairs
     # step 1: π = π_ref, so Δ = 0: loss log 2, margin 0, accuracy 0 (ties count 0); step 2 moved away from the reference
     assert metrics[1]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-6)
