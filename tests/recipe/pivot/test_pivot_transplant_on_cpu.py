@@ -14,7 +14,7 @@ from recipe.pivot.sft import STAGES, link_final_hf, sft_rows, stage_overrides
 from recipe.pivot.study.runner import StudyError, final_hf, load_spec, plan
 from recipe.pivot.transplant import main as transplant_main
 from recipe.pivot.transplant import transplant
-from verl_ext.vision_freeze import freeze_parts, part_of, split_names
+from verl_ext.vision_freeze import part_of
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +47,6 @@ def test_transplant_takes_the_encoder_reinitialises_the_projector_keeps_the_llm(
 def test_transplant_cli_refuses_non_checkpoints(tmp_path, models, capsys):
     assert transplant_main(["--base", str(tmp_path), "--encoder", str(models[1]), "--out", str(tmp_path / "o")]) == 2
     assert "not a Hugging Face checkpoint" in capsys.readouterr().err
-
-
-def test_freeze_parts_on_the_real_architecture(models):
-    from transformers import AutoModelForImageTextToText
-
-    model = AutoModelForImageTextToText.from_pretrained(models[0])
-    groups = split_names(n for n, _ in model.named_parameters())
-    assert all(groups[p] for p in ("vision_tower", "projector", "language_model"))
-    frozen = freeze_parts(model, vision_tower=True)
-    assert frozen == {"vision_tower": len(groups["vision_tower"]), "projector": 0, "language_model": 0}
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == set(groups["projector"]) | set(groups["language_model"])
-    only_vision = torch.nn.Module()
-    only_vision.visual = torch.nn.Linear(2, 2)  # every parameter is "visual.*"
-    with pytest.raises(ValueError, match="no trainable parameter"):
-        freeze_parts(only_vision, vision_tower=True)
-    with pytest.raises(ValueError, match="has no vision_tower"):
-        freeze_parts(torch.nn.Linear(2, 2), vision_tower=True)
 
 
 def test_stage_overrides_and_sft_rows(tmp_path):
