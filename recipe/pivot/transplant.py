@@ -58,14 +58,18 @@ def reinit_projector(model: torch.nn.Module, seed: int) -> int:
     return len(params)
 
 
-def copy_encoder(target: torch.nn.Module, source: torch.nn.Module) -> int:
-    """Copy every vision-tower parameter (not the projector) from `source` into `target`; returns #tensors.
+def copy_encoder(target: torch.nn.Module, encoder_dir: str | os.PathLike) -> int:
+    """Copy every vision-tower tensor (not the projector) of the checkpoint `encoder_dir` into `target`, read as
+    stored (verl's HF export may label fp32 weights bfloat16 in its config: loading the model would round them);
+    returns the number of tensors copied.
 
     Raises:
         ValueError: the two vision towers differ in names or shapes.
     """
-    src = {n: p for n, p in source.named_parameters() if part_of(n) == "vision_tower"}
-    dst = {n: p for n, p in target.named_parameters() if part_of(n) == "vision_tower"}
+    from verl_ext.probes.weights import vision_state
+
+    src = {k: v for k, v in vision_state(encoder_dir, cast=None).items() if part_of("visual." + k) == "vision_tower"}
+    dst = {n.split("visual.", 1)[1]: p for n, p in target.named_parameters() if part_of(n) == "vision_tower"}
     if set(src) != set(dst):
         raise ValueError(f"the encoders differ: {sorted(set(src) ^ set(dst))[:4]}")
     with torch.no_grad():
@@ -100,13 +104,13 @@ def transplant(base: str | os.PathLike, encoder: str | os.PathLike, out: str | o
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     base, encoder, out = Path(base), Path(encoder), Path(out)
+    from transformers import AutoConfig
+
     model = AutoModelForImageTextToText.from_pretrained(base, dtype="auto")
-    donor = AutoModelForImageTextToText.from_pretrained(encoder, dtype="auto")
-    if _architecture(model.config.vision_config) != _architecture(donor.config.vision_config):
+    if _architecture(model.config.vision_config) != _architecture(AutoConfig.from_pretrained(encoder).vision_config):
         raise ValueError(f"{encoder}: its vision architecture differs from {base}'s")
     reference = {n: p.detach().float().clone() for n, p in model.named_parameters()}
-    copied = copy_encoder(model, donor)
-    del donor
+    copied = copy_encoder(model, encoder)
     reset = reinit_projector(model, seed)
     info: dict[str, Any] = {
         "base": str(base),

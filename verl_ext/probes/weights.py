@@ -26,8 +26,9 @@ def group_of(name: str) -> str:
     return "other"
 
 
-def vision_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The vision-tower tensors of a local HF checkpoint, keyed by their name after `visual.` (float32)."""
+def vision_state(path: str | os.PathLike, cast: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+    """The vision tensors (`...visual.*`, projector included) of a local HF checkpoint, keyed by their name after
+    `visual.`, cast to `cast` (None: as stored)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -36,7 +37,8 @@ def vision_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for file in sorted(set(keys.values())):
         with safe_open(str(path / file), "pt") as f:
             for key in (k for k, v in keys.items() if v == file):
-                out[key.split("visual.", 1)[1]] = f.get_tensor(key).float()
+                tensor = f.get_tensor(key)
+                out[key.split("visual.", 1)[1]] = tensor if cast is None else tensor.to(cast)
     return out
 
 

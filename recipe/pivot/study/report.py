@@ -107,10 +107,10 @@ def write_report(spec: Mapping[str, Any], out: Path) -> Path:
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     lines = ["# PIVOT study: DPO vs SFT on the vision encoder", ""]
-    lines += [
-        f"Base model `{spec['vars']['base']}`; train `{spec['vars']['train']}`; test `{spec['vars']['test']}`.",
-        "",
-    ]
+    v = spec["vars"]
+    lines += [f"Base model `{v['base']}`; train `{v['train']}`; test `{v['test']}`.", ""]
+    if v.get("note"):
+        lines += [f"**Note:** {v['note']}", ""]
     probes_json = out / "probes" / "probes.json"
     if probes_json.exists():
         lines += probe_lines(json.loads(probes_json.read_text()))

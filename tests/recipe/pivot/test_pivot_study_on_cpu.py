@@ -133,6 +133,7 @@ def test_probes_report_and_resume(study):
             assert all(0.0 <= b["test"] <= 1.0 for b in res["blocks"].values())
     assert set(probes["weights"]) == {"sft", "dpo"} and probes["weights"]["dpo"]["block_0"] > 0
     report = (out / "report" / "results.md").read_text()
+    assert "prove the pipeline, not the paper" in report
     for text in ("random (floor)", "DPO − SFT", "transplanted", "Reference: PIVOT", "+1.8 to +2.0", "dpo/loss"):
         assert text in report
     for png in ("accuracy.png", "dpo_curves.png", "gradmaps.png", "segmentation.png", "weight_change.png"):
