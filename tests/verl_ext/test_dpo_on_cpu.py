@@ -319,7 +319,7 @@ def test_verl_ppo_loss_gradient_equals_dpo_gradient_float64(tiny):
     assert sum((g**2).sum() for g in direct).item() > 0
     for per_sample, grads in via_verl.items():  # one micro-batch, and one micro-batch per sample (accumulated)
         err = _rel_error(direct, grads)
-        assert err < 1e-12, f"per_sample={per_sample}: relative gradient error {err:.3e}"
+        assert err < 1e-13, f"per_sample={per_sample}: relative gradient error {err:.3e}"  # measured 2.8e-16
     # every part of the model gets the gradient, the vision encoder included
     names = [n for n, p in tiny[0].named_parameters() if p.requires_grad]
     grads = dict(zip(names, via_verl[False]))
