@@ -21,6 +21,7 @@ from data_prep import (
     medmnist,
     multiple_choice,
     patternnet,
+    preference_pairs,
     resisc45,
     rsicd,
     s2demo,
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, shots="all", ratio="0.5,0,0.5")
     for name, module in TASK_MODULES.items():
         module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0]))
+    preference_pairs.add_subparser(sub)  # DPO pairs (recipe/pivot): its own options and `run`
     return parser
 
 
@@ -143,6 +145,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 def run(argv: list[str] | None = None) -> dict:
     """Parse `argv`, convert, print a summary; returns the report."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "run"):  # a subcommand with its own runner (preference-pairs)
+        return args.run(args)
     name = ALIASES.get(args.dataset, args.dataset)
     if name in TASK_MODULES:
         return TASK_MODULES[name].run(args)

@@ -4,7 +4,8 @@ Importing this package registers, through verl's own registries, and only at the
 owns each registry (``verl_ext.import_hooks.when_imported``), so this ``__init__`` stays light (no verl import):
 
 * platform ``cpu`` in ``PlatformRegistry`` (``platform.PlatformCPU``), selected by ``VERL_PLATFORM=cpu``;
-* verl's FSDP engines under the ``cpu`` device key of ``EngineRegistry``;
+* verl's FSDP engines under the ``cpu`` device key of ``EngineRegistry`` (and the reference model's FSDP2 offload policy
+  without pinned memory);
 * a gloo default for ``initialize_global_process_group_ray`` on the cpu platform (verl's default backend string is
   invalid there; unchanged on every other platform);
 * rollout ``hf`` (transformers ``generate``) in ``_ROLLOUT_REGISTRY`` and ``RolloutReplicaRegistry``
@@ -34,9 +35,10 @@ def _register_platform(_: ModuleType) -> None:
 
 
 def _register_engines(transformer_impl: ModuleType) -> None:
-    from verl_ext.cpu.platform import register_cpu_engines
+    from verl_ext.cpu.platform import patch_cpu_offload_policy, register_cpu_engines
 
     register_cpu_engines(transformer_impl)
+    patch_cpu_offload_policy(transformer_impl)  # the reference model's offload policy: no pinned memory on CPU
 
 
 def _patch_process_group(distributed: ModuleType) -> None:

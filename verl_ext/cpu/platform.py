@@ -10,6 +10,9 @@ itself uses:
   counts Ray GPU resources, so a CPU run declares logical GPUs with ``ray_init.num_gpus``; they only drive scheduling).
 * ``register_cpu_engines``: verl's own FSDP engines registered under the ``cpu`` device key of ``EngineRegistry``
   (upstream registers them for cuda/npu only).
+* ``patch_cpu_offload_policy``: verl gives a forward-only FSDP2 engine (the reference model) a
+  ``CPUOffloadPolicy(pin_memory=True)``; pinning needs a CUDA driver, so on the cpu platform the policy is built with
+  ``pin_memory=False`` (the weights live in host memory anyway).
 * ``patch_process_group_backend``: verl builds the backend string ``"cpu:gloo,{device}:{backend}"``, which is
   ``"cpu:gloo,cpu:gloo"`` on CPU and rejected by torch ("Duplicate device type cpu"); on the cpu platform the wrapper
   passes plain ``"gloo"``. On any other platform it changes nothing.
@@ -187,6 +190,23 @@ def register_cpu_engines(transformer_impl: ModuleType) -> None:
         if all(PLATFORM_NAME in registered.get(backend, {}) for backend in ("fsdp", "fsdp2")):
             continue
         EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device=PLATFORM_NAME)(engine_cls)
+
+
+def patch_cpu_offload_policy(transformer_impl: ModuleType) -> None:
+    """On the cpu platform, the FSDP2 engine's ``CPUOffloadPolicy`` without pinned memory (no-op elsewhere)."""
+    original = transformer_impl.CPUOffloadPolicy
+    if original is None or getattr(original, "_verl_ext_cpu", False):
+        return
+
+    def cpu_offload_policy(*args: Any, pin_memory: bool = True, **kwargs: Any) -> Any:
+        from verl.utils.device import get_device_name
+
+        if get_device_name() == PLATFORM_NAME:
+            pin_memory = False
+        return original(*args, pin_memory=pin_memory, **kwargs)
+
+    cpu_offload_policy._verl_ext_cpu = True  # type: ignore[attr-defined]
+    transformer_impl.CPUOffloadPolicy = cpu_offload_policy
 
 
 def patch_process_group_backend(distributed: ModuleType) -> None:
