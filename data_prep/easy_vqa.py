@@ -27,7 +27,7 @@ from data_prep.prompts import FORMAT_INSTRUCTION, class_list_text
 from data_prep.report import DataPrepError, Report, dumps
 from data_prep.schema import make_row
 from data_prep.writer import OutputDir, RowGroupWriter
-from verl_ext.transforms import TRANSFORM_NAMES
+from data_prep.whitelist import ALL as TRANSFORMS  # the square's symmetries: colour and shape answers keep
 
 NAME = "easy_vqa"
 DOMAIN = "general"
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         label_ids=[answers.index(answer)],
                         class_names=answers,
                         multi_label=False,
-                        transforms=TRANSFORM_NAMES,
+                        transforms=TRANSFORMS,
                         prompt_variant="plain",
                         split=split,
                         index=pos,
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "per_image": args.per_image,
             "max_rows": args.max_rows,
             "class_names": answers,
-            "transforms": list(TRANSFORM_NAMES),
+            "transforms": list(TRANSFORMS),
             "files": files,
             **report.to_dict(),
         }

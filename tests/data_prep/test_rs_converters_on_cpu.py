@@ -10,7 +10,7 @@ from dp_helpers import MODULES, file_bytes, image_of, report_of, rows, run_rs
 
 from data_prep.folders import fold
 from data_prep.report import DataPrepError
-from verl_ext.transforms import TRANSFORM_NAMES
+from data_prep.whitelist import ALL
 
 FOLDER_SETS = ["ucm", "aid", "whu_rs19", "patternnet", "resisc45"]
 
@@ -34,7 +34,7 @@ def test_folder_dataset_converts_with_folder_labels_and_nested_shots(tmp_path, n
         info = row["extra_info"]
         assert row["data_source"] == name and row["reward_model"]["ground_truth"] == truth
         assert info["label_id"] == names.index(truth) and info["class_names"] == names
-        assert info["transforms"] == list(TRANSFORM_NAMES) and info["prompt_variant"] == "plain"
+        assert info["transforms"] == list(ALL) and info["prompt_variant"] == "plain"
         assert row["images"][0]["path"] == info["source_path"]
         assert abs(int(image_of(row)[5, 5, 0]) - (names.index(truth) * 11) % 256) <= 6  # fixture colour = class
     assert report["split_source"].startswith("seeded stratified split 0.6/0.2/0.2")
