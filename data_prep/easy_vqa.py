@@ -26,8 +26,8 @@ from data_prep.images import encode_image_bytes
 from data_prep.prompts import FORMAT_INSTRUCTION, class_list_text
 from data_prep.report import DataPrepError, Report, dumps
 from data_prep.schema import make_row
-from data_prep.writer import OutputDir, RowGroupWriter
 from data_prep.whitelist import ALL as TRANSFORMS  # the square's symmetries: colour and shape answers keep
+from data_prep.writer import OutputDir, RowGroupWriter
 
 NAME = "easy_vqa"
 DOMAIN = "general"

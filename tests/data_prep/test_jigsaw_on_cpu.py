@@ -151,7 +151,16 @@ def test_easy_vqa_rows_score_like_any_classification_set(tmp_path):
         assert len(info["class_names"]) == 13 and gt in info["class_names"] and info["domain"] == "general"
         assert image_of(row).shape == (128, 128, 3)  # 64 px upscaled x2, nearest neighbour
         # the square's symmetries keep colour and shape answers; a colour jitter would change "what colour is it?"
-        assert info["transforms"] == ["identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
+        assert info["transforms"] == [
+            "identity",
+            "rot90",
+            "rot180",
+            "rot270",
+            "hflip",
+            "vflip",
+            "transpose",
+            "transverse",
+        ]
         answer = f"<think>look</think><answer>{gt}</answer>"
         assert classification_score(row["data_source"], answer, gt, info)["score"] == 2.0
 
