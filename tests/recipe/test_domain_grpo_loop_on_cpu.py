@@ -2,7 +2,9 @@
 
 The recipe's agent loop draws each sample's transform; verl's actor builds the view from the sample's pixels and runs it
 (D_i in the old-log-prob pass, the DC term in the update); D_i reaches the `domain_grpo` estimator through the recipe's
-trainer mode. Mixture mode, the packed layout and two ranks: tests/recipe/test_layouts_and_ranks_on_cpu.py.
+trainer mode. Mixture mode, the packed layout and two ranks: tests/recipe/test_layouts_and_ranks_on_cpu.py. The
+domain terms off give verl's own passes and `grpo`'s advantages bit for bit: tests/recipe/test_worker_passes_on_cpu.py,
+tests/recipe/test_trainer_mode_on_cpu.py and tests/verl_ext/test_estimator_on_cpu.py (no loop run needed).
 """
 
 from __future__ import annotations
@@ -75,16 +77,3 @@ def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, ru
         assert values["actor/grad_norm"] > 0
     changed, total = _changed_tensors(tmp_path)
     assert changed > total // 2, f"only {changed} of {total} tensors changed"
-
-
-@pytest.mark.slow
-def test_domain_terms_off_gives_grpo_advantages_exactly(tmp_path: Path, run_tiny_training) -> None:
-    # λ = 0 and shaping off: domain_grpo's advantages are GRPO's on the same batch, bit for bit (the estimator
-    # reports max |A^d - A| computed inside the same call), and the actor gets no domain term.
-    off = ["domain.constraint.weight=0.0", "domain.shaping.enable=false"]
-    result, metrics = run_tiny_training(tmp_path, 1, off)
-    assert result.returncode == 0, result.stdout[-6000:]
-    values = metrics[1]
-    assert values["domain/advantage_abs_change_max"] == 0.0
-    assert "actor/domain_loss" not in values and "domain/js_mean" not in values
-    assert math.isfinite(values["actor/pg_loss"])

@@ -1,12 +1,15 @@
-"""verl's GPU layouts on CPU: the packed (remove-padding) layout and two data-parallel ranks give the padded one-rank
+"""verl's GPU layouts on CPU: the packed (remove-padding) layout on two data-parallel ranks gives the padded one-rank
 run's DC term, D_i and gradient norm on the same batch (hardening issue, point 6).
 
-Three runs of Domain-Aware GRPO through verl's own loop, one step each, on real Sentinel-2 tiles of different shapes
+Two runs of Domain-Aware GRPO through verl's own loop, one step each, on real Sentinel-2 tiles of different shapes
 (a 90° turn of a non-square tile swaps its patch grid, so the views' M-RoPE ids are recomputed and packed sequences
-differ in length): padded on one rank, packed on one rank, packed on two ranks (FSDP2 over gloo, two CPU processes,
-two rollout replicas). `domain_recipe.rollout_seed` seeds every request, so all three sample the same batch; every
-compared number is computed with the initial weights. Mixture mode: each sample's divergence is the mean over all three
-rotations, so the comparison covers every view the sample has.
+differ in length): padded on one rank, and packed on two ranks (FSDP2 over gloo, two CPU processes, two rollout
+replicas) — the GPU launch scripts' layout. Both changes at once against the padded one-rank reference: an error in
+either shows (they would have to cancel to the 6th digit in six metrics to hide); verl's packed forward alone equals
+the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_recipe.rollout_seed` seeds every
+request, so both runs sample the same batch; every compared number is computed with the initial weights. Mixture
+mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the sample
+has.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ COMMON = [
 ]
 LAYOUTS = {
     "padded_1rank": [],
-    "packed_1rank": ["actor_rollout_ref.model.use_remove_padding=true"],
     "packed_2ranks": ["actor_rollout_ref.model.use_remove_padding=true", "trainer.n_gpus_per_node=2"],
 }
 COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
@@ -68,7 +70,7 @@ def runs(tmp_path_factory):
     return metrics
 
 
-def test_the_three_runs_sampled_the_same_batch(runs):
+def test_the_runs_sampled_the_same_batch(runs):
     for name, values in runs.items():
         counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
         assert counts == {"rot90": 8, "rot180": 8, "rot270": 8}, name  # mixture: every sample, every rotation
@@ -77,7 +79,6 @@ def test_the_three_runs_sampled_the_same_batch(runs):
         assert 0 < values["domain/js_mean"] <= 1 and values["actor/domain_loss"] > 0
 
 
-@pytest.mark.parametrize(("run", "reference"), [("packed_1rank", "padded_1rank"), ("packed_2ranks", "packed_1rank")])
-def test_dc_di_and_grad_norm_match(runs, run, reference):
+def test_packed_two_ranks_match_padded_one_rank(runs):
     for key in COMPARED:
-        assert runs[run][key] == pytest.approx(runs[reference][key], rel=1e-5, abs=1e-6), key
+        assert runs["packed_2ranks"][key] == pytest.approx(runs["padded_1rank"][key], rel=1e-5, abs=1e-6), key

@@ -58,3 +58,29 @@ def test_the_reference_pass_through_the_actor_runs_unmarked(monkeypatch):
     policy = worker.compute_log_prob(_batch())
     assert seen == [None, "consistency"]
     assert policy[TRANSFORM_MASK_KEY].tolist() == [1, 0]  # rot90 (names[0]) built for sample 0 only
+
+
+@pytest.mark.parametrize("off", [{"constraint": {"weight": 0.0}}, {"constraint": {"enable": False}}])
+def test_domain_terms_off_leave_every_pass_to_verl_unmarked(monkeypatch, off):
+    # λ = 0 (or DC disabled) and shaping off: the worker hands verl's log-prob and update passes their batches
+    # untouched — no pass mark, no transform mask, no view — so the actor computes verl's own loss. With the
+    # estimator's reduction to `grpo` bit for bit (tests/verl_ext/test_estimator_on_cpu.py,
+    # tests/recipe/test_trainer_mode_on_cpu.py) this is `domain_grpo` with the terms off = `grpo`.
+    seen = []
+
+    def verl_pass(name):
+        def run(self, data):
+            seen.append((name, tu.get_non_tensor_data(data, PASS_KEY, default=None)))
+            return TensorDict({"log_probs": torch.zeros(2, 3)}, batch_size=[2])
+
+        return run
+
+    monkeypatch.setattr(ActorRolloutRefWorker, "compute_log_prob", verl_pass("log_prob"))
+    monkeypatch.setattr(ActorRolloutRefWorker, "update_actor", verl_pass("update"))
+    worker = DomainActorRolloutRefWorker.__new__(DomainActorRolloutRefWorker)  # no Ray, no engine
+    worker.domain = DomainConfig.from_dict({**off, "shaping": {"enable": False}})
+    worker.loss_fn = None  # no DomainLoss is ever needed
+    assert not worker.domain.constraint.active and not worker.domain.needs_transformed_view
+    out = worker.compute_log_prob(_batch())
+    worker.update_actor(_batch())
+    assert seen == [("log_prob", None), ("update", None)] and TRANSFORM_MASK_KEY not in out.keys()
