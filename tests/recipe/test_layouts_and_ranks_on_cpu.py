@@ -74,8 +74,10 @@ def test_the_runs_sampled_the_same_batch(runs):
     for name, values in runs.items():
         counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
         assert counts == {"rot90": 8, "rot180": 8, "rot270": 8}, name  # mixture: every sample, every rotation
-        for key in ("critic/score/mean", "response_length/mean", "prompt_length/mean"):
+        for key in ("response_length/mean", "prompt_length/mean"):
             assert values[key] == runs["padded_1rank"][key], (name, key)
+        # the same responses, so the same scores; their float32 mean is summed in another order over two replicas
+        assert values["critic/score/mean"] == pytest.approx(runs["padded_1rank"]["critic/score/mean"], rel=1e-6)
         assert 0 < values["domain/js_mean"] <= 1 and values["actor/domain_loss"] > 0
 
 
