@@ -74,7 +74,8 @@ def run_demo(out: Path, settings: Settings) -> dict:
     pipe = Pipeline(out, settings)
     pipe.prepare_data()
     pipe.build_model()
-    random_pipe = Pipeline(out, dataclasses.replace(settings, eval_limit=RANDOM_ROWS, response_length=8))
+    random_rows = min(RANDOM_ROWS, settings.eval_limit or RANDOM_ROWS)
+    random_pipe = Pipeline(out, dataclasses.replace(settings, eval_limit=random_rows, response_length=8))
     models = {"random": summary(random_pipe.evaluate("random", pipe.base_model))}
     pipe.seconds.update(random_pipe.seconds)
     warm = pipe.sft_warm_start()

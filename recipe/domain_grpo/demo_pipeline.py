@@ -191,7 +191,7 @@ class Pipeline:
         self.step("model", argv, [self.base_model / "model.safetensors"], clean=[self.base_model])
 
     def sft_warm_start(self) -> Path:
-        """Converted train rows (`<think></think><answer>{label}</answer>`) -> verl's SFT trainer; returns its weights."""
+        """Train rows as `<think></think><answer>{label}</answer>` -> verl's SFT trainer; returns its weights."""
         sft_rows = self.out / "sft" / "data.parquet"
         convert = [sys.executable, "-m", "recipe.domain_grpo.sft_data", "--in", self.train_parquet, "--out", sft_rows]
         self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])

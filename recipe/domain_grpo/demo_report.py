@@ -60,7 +60,8 @@ def markdown_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str,
     lines += ["", "Accuracy per view (held-out):", "", "| model | " + " | ".join(views) + " |"]
     lines.append("|---" * (len(views) + 1) + "|")
     for name, s in models.items():
-        lines.append(f"| {labels.get(name, name)} | " + " | ".join(_fmt(s["accuracy_per_view"][v]) for v in views) + " |")
+        cells = [_fmt(s["accuracy_per_view"][v]) for v in views]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -85,7 +86,8 @@ def plot_demo(
         for run, steps in train.items():
             xs = [s for s in sorted(steps) if key in steps[s]]
             if xs:
-                ax.plot(xs, [steps[s][key] for s in xs], marker="o", ms=3, label=labels.get(run, run), color=colors[run])
+                ys = [steps[s][key] for s in xs]
+                ax.plot(xs, ys, marker="o", ms=3, label=labels.get(run, run), color=colors[run])
                 drawn = True
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("RL step")
