@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "bench_effect_out"), help="work folder (resumable)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(ORDER))
-    p.add_argument("--steps", type=int, default=24, help="RL steps per run (the demo: 12)")
+    p.add_argument("--steps", type=int, default=24, help="RL steps per run (the demo: 16)")
     p.add_argument("--sft-steps", type=int, default=d.sft_steps)
     p.add_argument("--dc-weight", type=float, default=d.dc_weight)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for v in variants:
             trained = pipe.rl(v, seed)
-            s = summary(pipe.evaluate(f"{v}_seed{seed}", trained))
+            s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
             train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
             s["train_reward_last"] = train[max(train)]["critic/score/mean"]
             runs[v][seed] = s

@@ -11,7 +11,7 @@
 5. Writes `<out>/demo.png` (training curves, held-out JS and agreement before/after, accuracy per view),
    `<out>/summary.json`, `<out>/summary.md`, and prints the table.
 
-    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 12] [--sft-steps 60] [--dc-weight 10]
+    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 80] [--dc-weight 10]
 
 Steps already done with the same settings are skipped on a rerun (`<out>/.done/`). A measurement on a toy model:
 numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.
@@ -89,7 +89,7 @@ def run_demo(out: Path, settings: Settings) -> dict:
     train = {}
     for variant in RUNS:
         trained = pipe.rl(variant, settings.seed)
-        models[variant] = summary(pipe.evaluate(f"{variant}_seed{settings.seed}", trained))
+        models[variant] = summary(pipe.evaluate(pipe.run_name(variant, settings.seed), trained))
         train[variant] = read_train_metrics(pipe.run_dir(variant, settings.seed) / "metrics.jsonl")
     labels = {"random": "random tiny model", "warm_start": "SFT warm start"}
     labels |= {v: f"{VARIANTS[v]['label']} ({settings.rl_steps} steps)" for v in RUNS}

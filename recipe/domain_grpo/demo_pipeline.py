@@ -52,17 +52,17 @@ class StepError(RuntimeError):
 class Settings:
     """Sizes of the demo (and of the bench's runs). Defaults: `make demo` (under 10 min on 2 cores)."""
 
-    sft_steps: int = 60
+    sft_steps: int = 80
     sft_batch: int = 8
     sft_lr: float = 1e-3
-    rl_steps: int = 12
+    rl_steps: int = 16
     batch_size: int = 4
     n: int = 4
     response_length: int = 48
-    lr: float = 1e-4
+    lr: float = 1e-3
     dc_weight: float = 10.0
     seed: int = 0
-    eval_limit: int | None = 48
+    eval_limit: int | None = 32
     eval_batch: int = 16
     transforms: tuple[str, ...] = D4_TRANSFORMS
 
@@ -103,8 +103,12 @@ class Pipeline:
         """The SFT warm start's HF weights (what every RL run starts from)."""
         return final_hf_dir(self.out / "sft" / "ckpt", self.s.sft_steps)
 
+    def run_name(self, variant: str, seed: int) -> str:
+        """`<variant>_seed<seed>_steps<N>`: runs of different lengths (the demo's, the bench's) share one folder."""
+        return f"{variant}_seed{seed}_steps{self.s.rl_steps}"
+
     def run_dir(self, variant: str, seed: int) -> Path:
-        return self.out / "rl" / f"{variant}_seed{seed}"
+        return self.out / "rl" / self.run_name(variant, seed)
 
     def trained_model(self, variant: str, seed: int) -> Path:
         return self.run_dir(variant, seed) / "ckpt" / f"global_step_{self.s.rl_steps}" / "actor" / "huggingface"
@@ -222,7 +226,7 @@ class Pipeline:
             "BATCH_SIZE": str(s.batch_size),
             "RESPONSE_LENGTH": str(s.response_length),
             "LR": str(s.lr),
-            "EXPERIMENT_NAME": f"{variant}_seed{seed}",
+            "EXPERIMENT_NAME": self.run_name(variant, seed),
             "CKPT_DIR": str(run / "ckpt"),
             "VERL_FILE_LOGGER_PATH": str(run / "metrics.jsonl"),
         }
@@ -242,7 +246,7 @@ class Pipeline:
         # the script reads its settings from the environment: the mark's key records them with the command
         key = [*map(str, argv), *(f"{k}={v}" for k, v in sorted(env.items()) if k != "PYTHON")]
         final = self.trained_model(variant, seed)
-        self.step(f"rl_{variant}_seed{seed}", argv, [final / "model.safetensors"], [run], env, True, key)
+        self.step(f"rl_{self.run_name(variant, seed)}", argv, [final / "model.safetensors"], [run], env, True, key)
         return final
 
     def evaluate(self, name: str, model: Path) -> dict:

@@ -40,9 +40,9 @@ def test_demo_writes_png_table_and_metrics(tmp_path: Path) -> None:
             "transverse",
         }
     assert summary["js_ratio_dc_dr_over_grpo"] > 0
-    for name in ("random", "warm_start", "grpo_seed0", "dc_dr_seed0"):
+    for name in ("random", "warm_start", "grpo_seed0_steps1", "dc_dr_seed0_steps1"):
         assert (out / "eval" / name / "metrics.json").exists(), name
-    for run in ("grpo_seed0", "dc_dr_seed0"):
+    for run in ("grpo_seed0_steps1", "dc_dr_seed0_steps1"):
         assert (out / "rl" / run / "metrics.jsonl").read_text().count("critic/score/mean") == 1
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
