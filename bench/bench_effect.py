@@ -33,6 +33,47 @@ from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
 ORDER = ("grpo", "dc_dr", "dc", "dr")
+# verl training metrics averaged over seeds per step (the side-by-side curves)
+CURVE_KEYS = ("critic/score/mean", "domain/js_mean", "domain/consistency_weight_mean", "actor/domain_loss")
+
+
+def curves(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, dict[int, list[float]]]:
+    """{metric: {step: [value per seed]}} from {seed: {step: verl metrics}}."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for key in CURVE_KEYS:
+        per_step: dict[int, list[float]] = {}
+        for steps in train.values():
+            for step, values in steps.items():
+                if key in values:
+                    per_step.setdefault(int(step), []).append(float(values[key]))
+        if per_step:
+            out[key] = dict(sorted(per_step.items()))
+    return out
+
+
+def plot_curves(path: Path, all_curves: Mapping[str, Mapping[str, Mapping[int, list[float]]]], title: str) -> None:
+    """One panel per `CURVE_KEYS` metric: mean over seeds per step, ± std shaded, one line per variant."""
+    from verl_ext.evaluation.plots import pyplot, save_figure_atomic
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(18, 4))
+    for ax, key in zip(axes, CURVE_KEYS):
+        for i, (variant, c) in enumerate(all_curves.items()):
+            if key not in c:
+                continue
+            xs = list(c[key])
+            stats = [mean_std(c[key][x]) for x in xs]
+            ys, ss = [m for m, _ in stats], [s for _, s in stats]
+            ax.plot(xs, ys, label=variant, color=f"C{i}")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], alpha=0.15)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -106,6 +147,15 @@ def markdown(result: Mapping) -> str:
     for v in variants:
         cells = [pm(agg[v]["accuracy_per_view"][view], 2) for view in views]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    steps = sorted({s for c in result["curves"].values() for s in c.get("critic/score/mean", {})})
+    picks = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
+    lines += ["", "Training curves (verl's metrics, mean ± std over seeds; `bench/effect_curves.png`):", ""]
+    lines += ["| variant | metric | " + " | ".join(f"step {s}" for s in picks) + " |"]
+    lines.append("|---|---|" + "---|" * len(picks))
+    for v in variants:
+        for key, per_step in result["curves"][v].items():
+            cells = [pm(per_step[s], sci=key != "critic/score/mean") if s in per_step else "–" for s in picks]
+            lines.append(f"| {v} | `{key}` | " + " | ".join(cells) + " |")
     per_seed = ", ".join(
         f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.3g}" for v in variants) for s in result["seeds"]
     )
@@ -149,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     random = summary(random_pipe.evaluate("random", pipe.base_model))
     warm = summary(pipe.evaluate("warm_start", pipe.sft_warm_start()))
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     for seed in seeds:
         for v in variants:
             trained = pipe.rl(v, seed)
             s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
             train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
             s["train_reward_last"] = train[max(train)]["critic/score/mean"]
+            train_logs[v][seed] = train
             runs[v][seed] = s
             print(
                 f"[bench] seed {seed} {v}: held-out JS {s['js']:.3g}, agreement {s['agreement']:.3f}, "
@@ -170,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "warm_start": warm,
         "runs": runs,
         "aggregate": aggregate(runs, variants),
+        "curves": {v: curves(train_logs[v]) for v in variants},
     }
     write_json_atomic(Path(args.work) / "bench_effect.json", result)
     body = markdown(result)
     print(body)
     if args.out:
+        title = f"{settings.rl_steps} RL steps from one SFT warm start, seeds {seeds}, DC λ={settings.dc_weight:g}"
+        plot_curves(Path(args.out).parent / "effect_curves.png", result["curves"], title)
         replace_section(
             args.out, "effect", "Effect of DC / DR on held-out cross-view consistency (CPU, tiny model)", body
         )
