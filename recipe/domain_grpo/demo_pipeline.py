@@ -103,6 +103,12 @@ class Pipeline:
         """The SFT warm start's HF weights (what every RL run starts from)."""
         return final_hf_dir(self.out / "sft" / "ckpt", self.s.sft_steps)
 
+    def train_rows(self) -> int:
+        """Rows of the RL train split (from the parquet footer)."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.train_parquet).metadata.num_rows
+
     def run_name(self, variant: str, seed: int) -> str:
         """`<variant>_seed<seed>_steps<N>`: runs of different lengths (the demo's, the bench's) share one folder."""
         return f"{variant}_seed{seed}_steps{self.s.rl_steps}"
@@ -234,6 +240,8 @@ class Pipeline:
             f"method={spec['method']}",
             "data.max_prompt_length=1024",
             f"trainer.save_freq={s.rl_steps}",
+            # more steps than one epoch's batches go on into the next epochs
+            f"trainer.total_epochs={-(-s.rl_steps * s.batch_size // self.train_rows()) + 1}",
             "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
             f"actor_rollout_ref.rollout.seed={seed}",
             f"domain_recipe.rollout_seed={seed}",
