@@ -52,9 +52,9 @@ class StepError(RuntimeError):
 class Settings:
     """Sizes of the demo (and of the bench's runs). Defaults: `make demo` (under 10 min on 2 cores)."""
 
-    sft_steps: int = 80
+    sft_steps: int = 160
     sft_batch: int = 8
-    sft_lr: float = 1e-3
+    sft_lr: float = 3e-3
     rl_steps: int = 16
     batch_size: int = 4
     n: int = 4
@@ -207,7 +207,11 @@ class Pipeline:
         self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
         s = self.s
         ckpt = self.out / "sft" / "ckpt"
-        argv, env = sft_command(sft_rows, self.base_model, ckpt, s.sft_steps, batch_size=s.sft_batch, lr=s.sft_lr)
+        epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
+        overrides = [f"trainer.total_epochs={epochs}"]
+        argv, env = sft_command(
+            sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
+        )
         env = {k: v for k, v in env.items() if os.environ.get(k) != v}
         self.step("sft", argv, [self.warm_start / "model.safetensors"], clean=[ckpt], env=env)
         return self.warm_start
