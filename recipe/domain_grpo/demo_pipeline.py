@@ -41,7 +41,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 # The whitelist of every demo-rs row (data_prep/whitelist.py): the square's 8 symmetries.
 D4_TRANSFORMS = ("rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse")
 # verl's console lines worth echoing while a run streams into its log.
-PROGRESS_MARKERS = ("Training Progress", "step:", "Error", "error:")
+PROGRESS_MARKERS = ("Training Progress", "Error", "error:")
 
 
 class StepError(RuntimeError):
