@@ -11,7 +11,7 @@
 5. Writes `<out>/demo.png` (training curves, held-out JS and agreement before/after, accuracy per view),
    `<out>/summary.json`, `<out>/summary.md`, and prints the table.
 
-    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 10]
+    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
 
 Steps already done with the same settings are skipped on a rerun (`<out>/.done/`). A measurement on a toy model:
 numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.

@@ -60,7 +60,7 @@ class Settings:
     n: int = 4
     response_length: int = 48
     lr: float = 1e-3
-    dc_weight: float = 10.0
+    dc_weight: float = 1.0
     seed: int = 0
     eval_limit: int | None = 32
     eval_batch: int = 16
