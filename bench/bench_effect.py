@@ -200,19 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     warm = summary(pipe.evaluate("warm_start", pipe.sft_warm_start()))
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
-    for seed in seeds:
-        for v in variants:
-            trained = pipe.rl(v, seed)
-            s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
-            train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
-            s["train_reward_last"] = train[max(train)]["critic/score/mean"]
-            train_logs[v][seed] = train
-            runs[v][seed] = s
-            print(
-                f"[bench] seed {seed} {v}: held-out JS {s['js']:.3g}, agreement {s['agreement']:.3f}, "
-                f"acc {s['accuracy']:.3f}",
-                flush=True,
-            )
+    # grpo and dc_dr over every seed first, then the single-term ablations (a cut-short run still has the main pair)
+    main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
+    plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
+    for seed, v in plan:
+        trained = pipe.rl(v, seed)
+        s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
+        train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
+        s["train_reward_last"] = train[max(train)]["critic/score/mean"]
+        train_logs[v][seed] = train
+        runs[v][seed] = s
+        print(
+            f"[bench] seed {seed} {v}: held-out JS {s['js']:.3g}, agreement {s['agreement']:.3f}, "
+            f"acc {s['accuracy']:.3f}",
+            flush=True,
+        )
     result = {
         "settings": dataclasses.asdict(settings),
         "seeds": seeds,

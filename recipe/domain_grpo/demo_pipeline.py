@@ -59,7 +59,7 @@ class Settings:
     batch_size: int = 4
     n: int = 4
     response_length: int = 48
-    lr: float = 1e-3
+    lr: float = 1e-4
     dc_weight: float = 1.0
     seed: int = 0
     eval_limit: int | None = 32
