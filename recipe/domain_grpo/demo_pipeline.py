@@ -269,7 +269,11 @@ class Pipeline:
         argv += ["--max-new-tokens", str(s.response_length), "--batch-size", str(s.eval_batch), "--no-progress"]
         if s.eval_limit:
             argv += ["--limit", str(s.eval_limit)]
-        self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out])
+        # the same path may hold other weights (a rerun with other settings): the key names the weights' file state
+        weights = Path(model) / "model.safetensors"
+        stat = weights.stat()
+        key = [*map(str, argv), f"weights={stat.st_size}:{stat.st_mtime_ns}"]
+        self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out], key=key)
         return json.loads((out / "metrics.json").read_text())
 
 
