@@ -157,7 +157,8 @@ def markdown(result: Mapping) -> str:
             cells = [pm(per_step[s], sci=key != "critic/score/mean") if s in per_step else "–" for s in picks]
             lines.append(f"| {v} | `{key}` | " + " | ".join(cells) + " |")
     per_seed = ", ".join(
-        f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.3g}" for v in variants) for s in result["seeds"]
+        f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.3g}" for v in variants if s in result["runs"][v])
+        for s in result["seeds"]
     )
     lines += ["", f"Held-out JS per seed ({' / '.join(variants)}): {per_seed}."]
     return "\n".join(lines)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dc-weight", type=float, default=d.dc_weight)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows (0: all 144)")
+    p.add_argument("--collect-only", action="store_true", help="report the runs already done, start no new one")
     p.add_argument("--out", default=None, help="bench/RESULTS.md to update (section effect)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
     plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
     for seed, v in plan:
+        if args.collect_only and not (pipe.trained_model(v, seed) / "model.safetensors").exists():
+            print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
+            continue
         trained = pipe.rl(v, seed)
         s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
         train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
@@ -223,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         "random": random,
         "warm_start": warm,
         "runs": runs,
-        "aggregate": aggregate(runs, variants),
-        "curves": {v: curves(train_logs[v]) for v in variants},
+        "aggregate": aggregate(runs, [v for v in variants if runs[v]]),
+        "curves": {v: curves(train_logs[v]) for v in variants if runs[v]},
     }
     write_json_atomic(Path(args.work) / "bench_effect.json", result)
     body = markdown(result)
