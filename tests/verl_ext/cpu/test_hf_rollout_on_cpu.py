@@ -72,6 +72,27 @@ def test_greedy_is_deterministic_and_respects_response_length(server: HFGenerate
     assert first.log_probs is None
 
 
+def test_image_positions_are_the_processors(server: HFGenerateServer) -> None:
+    # transformers 5 computes Qwen2.5-VL's M-RoPE ids from mm_token_type_ids: the server must send the processor's,
+    # so that its greedy response is the one of the processor's own inputs (the evaluation CLI's path).
+    image = _image(112)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which class?"}]}]
+    text = server.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = server.processor(text=[text], images=[image], return_tensors="pt")
+    prompt = enc["input_ids"][0].tolist()
+    assert torch.equal(server._model_inputs(prompt, [image])["mm_token_type_ids"], enc["mm_token_type_ids"])
+    out = server.generate_sync(prompt, {"temperature": 0}, [image])
+    with torch.no_grad():
+        ref = server.model.generate(
+            **enc,
+            max_new_tokens=server.settings.response_length,
+            do_sample=False,
+            suppress_tokens=server.banned_token_ids,
+            pad_token_id=server.tokenizer.pad_token_id,
+        )
+    assert out.token_ids == ref[0, len(prompt) :].tolist()
+
+
 def test_image_token_count_must_match_the_image(server: HFGenerateServer) -> None:
     image = _image()
     prompt = _prompt_ids(server, image)

@@ -1,0 +1,247 @@
+"""The effect of the domain terms on held-out cross-view consistency: grpo vs dc_dr vs dc vs dr, over seeds, on CPU.
+
+The demo's comparison (`python -m recipe.domain_grpo.demo`) repeated: ONE shared warm start (the tiny Qwen2.5-VL after
+verl's SFT trainer on the demo-rs train tiles, built once), then for every seed and variant an RL run through verl's
+loop (`examples/run_tiny_cpu.sh`, same data order, seed = rollout seed + transform seed) with the real task's
+exact-match reward, then the evaluation CLI on the held-out tiles under the 7 non-identity symmetries of the square.
+Reports mean ± std over seeds (sample std) of held-out accuracy per view, answer agreement and cross-view JS, and the
+ratio of each variant's held-out JS to GRPO's at equal steps (per seed, then mean ± std).
+
+A measurement, not a test: nothing here asserts an effect. Runs are resumable (`<work>/.done/`).
+
+    python bench/bench_effect.py --work bench_effect_out --seeds 0,1,2 --steps 24 --out bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.results_file import replace_section  # noqa: E402
+from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, read_train_metrics  # noqa: E402
+from recipe.domain_grpo.demo_report import summary  # noqa: E402
+from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
+
+ORDER = ("grpo", "dc_dr", "dc", "dr")
+# verl training metrics averaged over seeds per step (the side-by-side curves)
+CURVE_KEYS = ("critic/score/mean", "domain/js_mean", "domain/consistency_weight_mean", "actor/domain_loss")
+
+
+def curves(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, dict[int, list[float]]]:
+    """{metric: {step: [value per seed]}} from {seed: {step: verl metrics}}."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for key in CURVE_KEYS:
+        per_step: dict[int, list[float]] = {}
+        for steps in train.values():
+            for step, values in steps.items():
+                if key in values:
+                    per_step.setdefault(int(step), []).append(float(values[key]))
+        if per_step:
+            out[key] = dict(sorted(per_step.items()))
+    return out
+
+
+def plot_curves(path: Path, all_curves: Mapping[str, Mapping[str, Mapping[int, list[float]]]], title: str) -> None:
+    """One panel per `CURVE_KEYS` metric: mean over seeds per step, ± std shaded, one line per variant."""
+    from verl_ext.evaluation.plots import pyplot, save_figure_atomic
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(18, 4))
+    for ax, key in zip(axes, CURVE_KEYS):
+        for i, (variant, c) in enumerate(all_curves.items()):
+            if key not in c:
+                continue
+            xs = list(c[key])
+            stats = [mean_std(c[key][x]) for x in xs]
+            ys, ss = [m for m, _ in stats], [s for _, s in stats]
+            ax.plot(xs, ys, label=variant, color=f"C{i}")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], alpha=0.15)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values: Sequence[float], digits: int = 3, sci: bool = False) -> str:
+    """`mean ± std` of `values`."""
+    m, s = mean_std(values)
+    return f"{m:.3g} ± {s:.2g}" if sci else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def aggregate(runs: Mapping[str, Mapping[int, Mapping]], variants: Sequence[str]) -> dict:
+    """Per variant: lists over seeds of each held-out number, and the JS ratio to GRPO per seed."""
+    out = {}
+    for v in variants:
+        seeds = sorted(runs[v])
+        rows = [runs[v][s] for s in seeds]
+        entry = {
+            "seeds": seeds,
+            "js": [r["js"] for r in rows],
+            "agreement": [r["agreement"] for r in rows],
+            "accuracy": [r["accuracy"] for r in rows],
+            "accuracy_transformed": [r["accuracy_transformed"] for r in rows],
+            "accuracy_per_view": {
+                view: [r["accuracy_per_view"][view] for r in rows] for view in rows[0]["accuracy_per_view"]
+            },
+            "train_reward_last": [r["train_reward_last"] for r in rows],
+        }
+        if "grpo" in runs:
+            entry["js_over_grpo"] = [runs[v][s]["js"] / runs["grpo"][s]["js"] for s in seeds if s in runs["grpo"]]
+        out[v] = entry
+    return out
+
+
+def markdown(result: Mapping) -> str:
+    """The RESULTS.md section body."""
+    st, agg, warm = result["settings"], result["aggregate"], result["warm_start"]
+    variants = list(agg)
+    lines = [
+        f"`python bench/bench_effect.py --seeds {','.join(map(str, result['seeds']))} --steps {st['rl_steps']}` "
+        f"({result['machine']}, {result['minutes']:.0f} min). One shared warm start: the tiny Qwen2.5-VL after "
+        f"{st['sft_steps']} steps of verl's SFT trainer (batch {st['sft_batch']}) on the demo-rs train tiles; from it, "
+        f"per seed and variant, {st['rl_steps']} RL steps through verl's loop on CPU ({st['batch_size']} prompts x "
+        f"n={st['n']}, lr {st['lr']:g}, DC λ={st['dc_weight']:g} where DC is on, exact-match reward), then the "
+        f"evaluation CLI on {warm['rows']} held-out tiles under the 7 non-identity symmetries of the square. "
+        "Mean ± sample std over seeds; JS in bits on the answer distribution (teacher-forced on the original view's "
+        "response), agreement = same valid answer as on the original view.",
+        "",
+        f"Warm start (before RL): accuracy {warm['accuracy']:.3f}, agreement {warm['agreement']:.3f}, held-out JS "
+        f"{warm['js']:.3g} (random tiny model: {result['random']['js']:.3g}).",
+        "",
+        "| variant | held-out JS | JS / GRPO (same seed) | agreement | acc (original) | acc (7 transforms) "
+        "| last training reward |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        a = agg[v]
+        ratio = pm(a["js_over_grpo"]) if a.get("js_over_grpo") and v != "grpo" else "1"
+        lines.append(
+            f"| {v} | {pm(a['js'], sci=True)} | {ratio} | {pm(a['agreement'])} | {pm(a['accuracy'])} "
+            f"| {pm(a['accuracy_transformed'])} | {pm(a['train_reward_last'])} |"
+        )
+    views = list(agg[variants[0]]["accuracy_per_view"])
+    lines += ["", "Held-out accuracy per view (mean ± std over seeds):", ""]
+    lines += ["| variant | " + " | ".join(views) + " |", "|---" * (len(views) + 1) + "|"]
+    warm_cells = [f"{warm['accuracy_per_view'][view]:.3f}" for view in views]
+    lines.append("| warm start | " + " | ".join(warm_cells) + " |")
+    for v in variants:
+        cells = [pm(agg[v]["accuracy_per_view"][view], 2) for view in views]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    steps = sorted({s for c in result["curves"].values() for s in c.get("critic/score/mean", {})})
+    picks = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
+    lines += ["", "Training curves (verl's metrics, mean ± std over seeds; `bench/effect_curves.png`):", ""]
+    lines += ["| variant | metric | " + " | ".join(f"step {s}" for s in picks) + " |"]
+    lines.append("|---|---|" + "---|" * len(picks))
+    for v in variants:
+        for key, per_step in result["curves"][v].items():
+            cells = [pm(per_step[s], sci=key != "critic/score/mean") if s in per_step else "–" for s in picks]
+            lines.append(f"| {v} | `{key}` | " + " | ".join(cells) + " |")
+    per_seed = ", ".join(
+        f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.3g}" for v in variants if s in result["runs"][v])
+        for s in result["seeds"]
+    )
+    lines += ["", f"Held-out JS per seed ({' / '.join(variants)}): {per_seed}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) every seed x variant, write `<work>/bench_effect.json` and optionally the RESULTS.md section."""
+    d = Settings()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default=str(REPO / "bench_effect_out"), help="work folder (resumable)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default=",".join(ORDER))
+    p.add_argument("--steps", type=int, default=24, help="RL steps per run (the demo: 16)")
+    p.add_argument("--sft-steps", type=int, default=d.sft_steps)
+    p.add_argument("--dc-weight", type=float, default=d.dc_weight)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows (0: all 144)")
+    p.add_argument("--collect-only", action="store_true", help="report the runs already done, start no new one")
+    p.add_argument("--out", default=None, help="bench/RESULTS.md to update (section effect)")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not seeds:
+        print(f"error: unknown variants {unknown} (choose from {sorted(VARIANTS)}) or no seeds", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(
+        d,
+        rl_steps=args.steps,
+        sft_steps=args.sft_steps,
+        dc_weight=args.dc_weight,
+        lr=args.lr,
+        eval_limit=args.eval_limit or None,
+    )
+    started = time.monotonic()
+    pipe = Pipeline(args.work, settings)
+    pipe.prepare_data()
+    pipe.build_model()
+    random_pipe = Pipeline(args.work, dataclasses.replace(settings, eval_limit=8, response_length=8))
+    random = summary(random_pipe.evaluate("random", pipe.base_model))
+    warm = summary(pipe.evaluate("warm_start", pipe.sft_warm_start()))
+    runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    # grpo and dc_dr over every seed first, then the single-term ablations (a cut-short run still has the main pair)
+    main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
+    plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
+    for seed, v in plan:
+        if args.collect_only and not (pipe.trained_model(v, seed) / "model.safetensors").exists():
+            print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
+            continue
+        trained = pipe.rl(v, seed)
+        s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
+        train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
+        s["train_reward_last"] = train[max(train)]["critic/score/mean"]
+        train_logs[v][seed] = train
+        runs[v][seed] = s
+        print(
+            f"[bench] seed {seed} {v}: held-out JS {s['js']:.3g}, agreement {s['agreement']:.3f}, "
+            f"acc {s['accuracy']:.3f}",
+            flush=True,
+        )
+    result = {
+        "settings": dataclasses.asdict(settings),
+        "seeds": seeds,
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "minutes": (time.monotonic() - started) / 60,
+        "random": random,
+        "warm_start": warm,
+        "runs": runs,
+        "aggregate": aggregate(runs, [v for v in variants if runs[v]]),
+        "curves": {v: curves(train_logs[v]) for v in variants if runs[v]},
+    }
+    write_json_atomic(Path(args.work) / "bench_effect.json", result)
+    body = markdown(result)
+    print(body)
+    if args.out:
+        title = f"{settings.rl_steps} RL steps from one SFT warm start, seeds {seeds}, DC λ={settings.dc_weight:g}"
+        plot_curves(Path(args.out).parent / "effect_curves.png", result["curves"], title)
+        replace_section(
+            args.out, "effect", "Effect of DC / DR on held-out cross-view consistency (CPU, tiny model)", body
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

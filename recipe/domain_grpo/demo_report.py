@@ -1,0 +1,133 @@
+"""The demo's picture and table: training curves of each RL run, held-out cross-view JS and agreement before/after,
+accuracy per transform (one PNG), and the same numbers as a short markdown table.
+
+Inputs are the evaluation CLI's `metrics.json` (`verl_ext.evaluation`) of each model and verl's file-logger metrics
+of each RL run; nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from verl_ext.evaluation.plots import pyplot, save_figure_atomic
+
+IDENTITY = "identity"
+# (verl metric key, panel title) of the training curves
+TRAIN_CURVES = (
+    ("critic/score/mean", "training reward (acc + format, max 2)"),
+    ("domain/js_mean", "D_i on the rollouts (DR's JS, mean)"),
+    ("actor/domain_loss", "DC term KL(π^D ‖ π) per token"),
+)
+
+
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers the demo reports from one evaluation's metrics.json."""
+    inv = metrics["invariance"]
+    views = metrics["views"]
+    return {
+        "rows": metrics["n"],
+        "accuracy": metrics["accuracy"],
+        "accuracy_transformed": inv["mean_accuracy_transformed"],
+        "agreement": inv["mean_agreement"],
+        "js": inv["mean_js"],
+        "accuracy_per_view": {v: views[v]["accuracy"] for v in views},
+        "js_per_view": {v: views[v].get("mean_js_to_original") for v in views if v != IDENTITY},
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], reference: str | None) -> str:
+    """Held-out numbers per model (summaries from `summary`), with the JS ratio to `reference` (GRPO)."""
+    ref_js = models[reference]["js"] if reference in models else None
+    lines = [
+        "| model | rows | acc (original) | acc (7 transforms) | agreement | cross-view JS (bits) | JS / GRPO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in models.items():
+        ratio = s["js"] / ref_js if ref_js and name != "random" else None
+        cells = [labels.get(name, name), str(s["rows"]), _fmt(s["accuracy"]), _fmt(s["accuracy_transformed"])]
+        cells += [_fmt(s["agreement"]), f"{s['js']:.3g}", _fmt(ratio)]
+        lines.append("| " + " | ".join(cells) + " |")
+    views = list(next(iter(models.values()))["accuracy_per_view"])
+    lines += ["", "Accuracy per view (held-out):", "", "| model | " + " | ".join(views) + " |"]
+    lines.append("|---" * (len(views) + 1) + "|")
+    for name, s in models.items():
+        cells = [_fmt(s["accuracy_per_view"][v]) for v in views]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_demo(
+    path: str | Path,
+    models: Mapping[str, Mapping[str, Any]],
+    train: Mapping[str, Mapping[int, Mapping[str, float]]],
+    labels: Mapping[str, str],
+    title: str,
+) -> Path:
+    """One PNG: 3 training-curve panels (one line per RL run), held-out JS and agreement per model, accuracy per view.
+
+    Args:
+        models: {name: summary} in display order (e.g. random, warm start, grpo, dc_dr).
+        train: {run name: {step: verl metrics}}.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    colors = {name: f"C{i}" for i, name in enumerate(models)}
+    for ax, (key, panel) in zip(axes[0], TRAIN_CURVES):
+        drawn = False
+        for run, steps in train.items():
+            xs = [s for s in sorted(steps) if key in steps[s]]
+            if xs:
+                ys = [steps[s][key] for s in xs]
+                ax.plot(xs, ys, marker="o", ms=3, label=labels.get(run, run), color=colors[run])
+                drawn = True
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged by these runs", ha="center", transform=ax.transAxes)
+    names = list(models)
+    ax = axes[1, 0]
+    js = [models[n]["js"] for n in names]
+    ax.bar(range(len(names)), js, color=[colors[n] for n in names])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), [labels.get(n, n) for n in names], rotation=15, fontsize=8)
+    ax.set_title("held-out cross-view JS (bits, mean over 7 transforms)", fontsize=10)
+    for i, v in enumerate(js):
+        ax.text(i, v, f"{v:.2g}", ha="center", va="bottom", fontsize=8)
+    ax = axes[1, 1]
+    agree = [models[n]["agreement"] for n in names]
+    ax.bar(range(len(names)), agree, color=[colors[n] for n in names])
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(range(len(names)), [labels.get(n, n) for n in names], rotation=15, fontsize=8)
+    ax.set_title("held-out answer agreement with the original view", fontsize=10)
+    for i, v in enumerate(agree):
+        ax.text(i, v, _fmt(v), ha="center", va="bottom", fontsize=8)
+    ax = axes[1, 2]
+    views = list(models[names[0]]["accuracy_per_view"])
+    width = 0.8 / len(names)
+    for k, n in enumerate(names):
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(views))]
+        ax.bar(xs, [models[n]["accuracy_per_view"][v] for v in views], width, label=labels.get(n, n), color=colors[n])
+    ax.set_xticks(range(len(views)), views, rotation=30, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("held-out accuracy per view", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
+def ordered(names: Sequence[str], available: Mapping[str, Any]) -> list[str]:
+    """`names` that are in `available`, in order."""
+    return [n for n in names if n in available]
