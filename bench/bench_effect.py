@@ -28,7 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.results_file import replace_section  # noqa: E402
-from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, read_train_metrics  # noqa: E402
+from recipe.domain_grpo.demo_pipeline import (  # noqa: E402
+    VARIANTS,
+    Pipeline,
+    Settings,
+    exit_on_sigterm,
+    read_train_metrics,
+)
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect-only", action="store_true", help="report the runs already done, start no new one")
     p.add_argument("--out", default=None, help="bench/RESULTS.md to update (section effect)")
     args = p.parse_args(argv)
+    exit_on_sigterm()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))

@@ -25,7 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, StepError, read_train_metrics
+from recipe.domain_grpo.demo_pipeline import (
+    VARIANTS,
+    Pipeline,
+    Settings,
+    StepError,
+    exit_on_sigterm,
+    read_train_metrics,
+)
 from recipe.domain_grpo.demo_report import markdown_table, plot_demo, summary
 from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
 
@@ -119,6 +126,7 @@ def run_demo(out: Path, settings: Settings) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; a failed step exits 1 with one line naming its log."""
     args = build_parser().parse_args(argv)
+    exit_on_sigterm()
     for name in ("steps", "sft_steps", "sft_batch", "batch_size", "n"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)

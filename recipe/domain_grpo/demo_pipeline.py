@@ -67,6 +67,12 @@ class Settings:
     transforms: tuple[str, ...] = D4_TRANSFORMS
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (what job schedulers send) raises SystemExit, so a running step ends its whole process tree as on
+    Ctrl-C (`Pipeline.step`)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _echo_default(text: str) -> None:
     print(text, flush=True)
 
