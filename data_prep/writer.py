@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -64,9 +65,24 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 ARROW_SCHEMA_PATHS = _leaf_paths(ARROW_SCHEMA)
 
 
+def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """`pa.array(values, type=typ)`, built faster: a struct field by field, and a field whose value is the same in
+    every row (the prompt, class_names, transforms, ...) converted once and repeated in C++ (`take`)."""
+    if not values:
+        return pa.array([], type=typ)
+    if pa.types.is_struct(typ) and all(isinstance(v, dict) for v in values):
+        fields = [typ.field(i) for i in range(typ.num_fields)]
+        return pa.StructArray.from_arrays([_column([v[f.name] for v in values], f.type) for f in fields], fields=fields)
+    first = values[0]
+    if len(values) > 1 and all(v == first for v in values):
+        return pa.array([first], type=typ).take(pa.array(np.zeros(len(values), dtype=np.int32)))
+    return pa.array(values, type=typ)
+
+
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """A list of `make_row` dicts as a table with exactly `ARROW_SCHEMA` (column-wise: ~10x faster than from_pylist)."""
-    arrays = [pa.array([r[f.name] for r in rows], type=f.type) for f in ARROW_SCHEMA]
+    """A list of `make_row` dicts as a table with exactly `ARROW_SCHEMA` (column-wise: ~10x faster than from_pylist;
+    equal to `pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)`, tests/data_prep/test_writer_on_cpu.py)."""
+    arrays = [_column([r[f.name] for r in rows], f.type) for f in ARROW_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 

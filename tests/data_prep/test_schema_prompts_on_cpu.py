@@ -8,8 +8,8 @@ import pytest
 from data_prep import allowed_transforms
 from data_prep.prompts import build_question
 from data_prep.schema import ARROW_SCHEMA, COLUMNS, ground_truth_for, make_row
-from data_prep.whitelist import known_datasets
-from verl_ext.transforms import DIHEDRAL_NAMES
+from data_prep.whitelist import ALL, known_datasets
+from verl_ext.transforms import DIHEDRAL_NAMES, check_transform_names
 
 CHEST = [*"atelectasis cardiomegaly effusion".split(), "no finding"]
 
@@ -112,6 +112,23 @@ def test_every_dataset_has_a_whitelist_and_left_right_subsets_never_hflip():
         assert not {"hflip", "rot90", "rot180", "rot270", "transpose", "transverse"} & set(allowed_transforms(flag))
     with pytest.raises(KeyError):
         allowed_transforms("mnist")
+
+
+def test_every_whitelisted_name_is_a_registered_transform():
+    # data_prep spells the names out (it imports no torch); they must be the registry's, else training refuses the rows
+    assert ALL == DIHEDRAL_NAMES
+    for dataset in known_datasets():
+        check_transform_names(allowed_transforms(dataset), f"data_prep whitelist for {dataset}")
+
+
+def test_data_prep_imports_neither_torch_nor_verl():
+    # the CLI and every pool worker import data_prep; torch alone costs ~1.7 s and ~400 MiB per process
+    import subprocess
+    import sys
+
+    code = "import sys, data_prep.__main__, data_prep.images; print(sorted({'torch', 'verl'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_readme_whitelist_table_matches_the_code():
