@@ -1,5 +1,5 @@
 """verl 0.9.1 crashes on a Qwen2.5-VL micro-batch without images (its synthetic padding rows are text-only) under
-transformers 5; `recipe.domain_grpo.verl_fixes` repairs it. In a subprocess: verl's monkey patch is process-wide."""
+transformers 5; `recipe.common.verl_fixes` repairs it. In a subprocess: verl's monkey patch is process-wide."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ PROBE = textwrap.dedent(
             print("stock: no error")
         except AttributeError as err:
             print("stock:", err)
-        from recipe.domain_grpo import verl_fixes
+        from recipe.common import verl_fixes
         verl_fixes.install()
         patched = model(**inputs).logits
     print((patched - plain).abs().max().item())

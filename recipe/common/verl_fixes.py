@@ -1,4 +1,4 @@
-"""Repairs of two verl 0.9.1 bugs the recipe's runs hit (plain GRPO too); each is a no-op once verl is fixed.
+"""Repairs of two verl 0.9.1 bugs the recipes' runs hit (plain GRPO too); each is a no-op once verl is fixed.
 
 1. Text-only micro-batches of a Qwen2-VL / Qwen2.5-VL model crash: verl's `_get_input_embeds`
    (verl/models/transformers/qwen2_vl.py) runs the vision tower on a dummy image when a micro-batch has no image, so
@@ -10,7 +10,8 @@
 2. Equal-length batches' 3-D position ids come back from TransferQueue ragged on the wrong dimension
    (`micro_batch.repair_position_ids`, applied by the recipe's worker).
 
-Installed in every process by the recipe's plugin module (`recipe.domain_grpo.plugins`), when verl imports the module.
+Installed in every process by `recipe.common.plugins.install()`, which each recipe's plugin module calls, when verl
+imports the module.
 """
 
 from __future__ import annotations
