@@ -10,7 +10,7 @@ Two sources:
   `rejected`; optional `label` (the reward's ground truth; metrics only) and `class_names` (list). The question gets a
   leading `<image>` placeholder unless it holds exactly one already.
 * `--from-rows FILE`: a classification parquet written by `python -m data_prep <dataset>`; chosen =
-  `<think>The image shows {label}.</think><answer>{label}</answer>` (the SFT target, `recipe.domain_grpo.sft_data`),
+  `<think>The image shows {label}.</think><answer>{label}</answer>` (the SFT target, `data_prep.sft`),
   rejected = the same with a wrong class of the row's vocabulary drawn per row (seeded). Multi-label rows are refused.
 
 Output (`--out` folder, written atomically): `pairs.parquet` = the data_prep row schema (`data_prep/schema.py`, read
@@ -139,7 +139,7 @@ def user_pair_rows(
 
 def label_pair_rows(rows: Iterable[dict[str, Any]], seed: int, think: str, report: Report) -> Iterator[dict[str, Any]]:
     """Rows of a classification parquet with chosen = the label's answer and rejected = a wrong class's answer."""
-    from recipe.domain_grpo.sft_data import answer_text  # the SFT target: one definition of the answer text
+    from data_prep.sft import answer_text  # the SFT target: one definition of the answer text
 
     for i, row in enumerate(rows):
         info = row.get("extra_info") or {}

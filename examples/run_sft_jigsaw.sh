@@ -2,7 +2,7 @@
 # The two SFT arms of the novel-task study (arXiv 2506.23508) with verl 0.9.1's own SFT trainer, Qwen2.5-VL-7B:
 #
 #   METHOD=sft TRAIN_FILES=data/jigsaw3/train.parquet bash examples/run_sft_jigsaw.sh
-#       answer-only SFT: target <think></think><answer>{ground-truth grid}</answer> (recipe/domain_grpo/sft_data.py)
+#       answer-only SFT: target <think></think><answer>{ground-truth grid}</answer> (data_prep/sft.py)
 #   METHOD=sft_rollouts TRAIN_FILES=data/jigsaw3/train.parquet ROLLOUT_DIR=checkpoints/.../rollouts \
 #       bash examples/run_sft_jigsaw.sh
 #       SFT on the GRPO run's correct rollouts (max reward, not truncated, deduplicated; recipe/novel_task/rollouts.py)
@@ -46,7 +46,7 @@ cd "${REPO_DIR}"
 mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
 case "${METHOD}" in
     sft)
-        "${PYTHON}" -m recipe.domain_grpo.sft_data --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" --think ""
+        "${PYTHON}" -m data_prep.sft --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" --think ""
         ;;
     sft_rollouts)
         if [[ -z "${ROLLOUT_DIR}" ]]; then

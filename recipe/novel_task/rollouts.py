@@ -12,7 +12,7 @@ maximum, 3 = exact permutation + hit + format with the paper's weights), it is n
 duplicate of another kept response to the same row (responses compared after stripping whitespace at the ends). Per
 row, the latest step's responses come first (closest to the final policy), then the session order; at most
 `--max-per-prompt` are kept (default 1: at most one row per image, as the answer-only SFT data has). Each kept rollout
-becomes a row of verl's multi-turn SFT layout (`recipe.domain_grpo.sft_data.sft_row` with the response as the
+becomes a row of verl's multi-turn SFT layout (`data_prep.sft.sft_row` with the response as the
 assistant turn) with the training row's images, found by `extra_info.index`. `--answer-only-out` also writes the
 answer-only SFT rows of the same images (a data-size-matched control); `--all-out` writes every rollout (e.g. the
 likelihood of GRPO's own training data under the base model).
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recipe.domain_grpo.sft_data import sft_row
+from data_prep.sft import sft_row
 from verl_ext import jigsaw as J
 
 

@@ -51,16 +51,12 @@ def sft_rows(pairs: str | os.PathLike, out: str | os.PathLike) -> int:
     """Write the SFT rows (prompt + chosen response) of a preference parquet; returns the row count."""
     import pandas as pd
 
-    from verl_ext.cpu.tiny_task import write_parquet
+    from data_prep.sft import preference_sft_rows, write_sft_parquet
 
-    rows = []
-    for row in pd.read_parquet(pairs).to_dict(orient="records"):
-        messages = [dict(m) for m in row["prompt"]] + [{"role": "assistant", "content": row["chosen"]}]
-        images = [dict(im) for im in row["images"]]
-        rows.append({"messages": messages, "images": images, "data_source": row["data_source"]})
+    rows = preference_sft_rows(pd.read_parquet(pairs).to_dict(orient="records"))
     if not rows:
         raise ValueError(f"{pairs}: no rows")
-    write_parquet(rows, out)
+    write_sft_parquet(rows, out, from_records=True)
     return len(rows)
 
 

@@ -21,7 +21,7 @@ from recipe.domain_grpo.augment import (
     transform_images,
     validate_agent_extras,
 )
-from recipe.domain_grpo.sft_data import answer_text, convert_rows
+from data_prep.sft import answer_text, convert_rows
 from verl_ext.config import DomainConfig
 from verl_ext.rewards import compute_score
 
@@ -137,7 +137,7 @@ def test_sft_rows_answer_in_the_rewarded_format_and_augment_within_the_whitelist
 
 
 def test_sft_cli_round_trip(tmp_path):
-    from recipe.domain_grpo.sft_data import main
+    from data_prep.sft import main
 
     pd.DataFrame([_rl_row(0, RS_WHITELIST)]).to_parquet(tmp_path / "rl.parquet")
     main(["--in", str(tmp_path / "rl.parquet"), "--out", str(tmp_path / "sft.parquet"), "--augment", "--copies", "2"])

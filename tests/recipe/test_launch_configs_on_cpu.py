@@ -141,7 +141,7 @@ def test_sft_script_converts_then_launches_verls_sft_trainer(tmp_path, method, a
     rl = write_rows(tmp_path / "train_8shot.parquet", RS_WHITELIST)
     calls = script_calls("run_sft_qwen25vl.sh", tmp_path, {"TRAIN_FILES": rl}, f"method={method}", "trainer.seed=3")
     convert, train = calls
-    assert convert[:2] == ["-m", "recipe.domain_grpo.sft_data"] and ("--augment" in convert) == augment
+    assert convert[:2] == ["-m", "data_prep.sft"] and ("--augment" in convert) == augment
     sft_file = convert[convert.index("--out") + 1]
     assert sft_file.endswith(f"sft/train_8shot_{method}.parquet")
     assert train[:2] == ["-m", "verl.trainer.sft_trainer"]

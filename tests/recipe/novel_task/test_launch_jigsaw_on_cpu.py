@@ -89,7 +89,7 @@ def test_sft_script_converts_then_launches_verls_sft_trainer(tmp_path, method):
     env = {"TRAIN_FILES": train, "METHOD": method, "ROLLOUT_DIR": str(tmp_path / "dump"), "TOTAL_STEPS": "7"}
     convert, launch = script_calls("run_sft_jigsaw.sh", tmp_path, env, "trainer.seed=3")
     if method == "sft":
-        assert convert[:2] == ["-m", "recipe.domain_grpo.sft_data"] and convert[-2:] == ["--think", ""]
+        assert convert[:2] == ["-m", "data_prep.sft"] and convert[-2:] == ["--think", ""]
     else:
         assert convert[:3] == ["-m", "recipe.novel_task.rollouts", "to-sft"] and "--min-score" in convert
         assert convert[convert.index("--dump") + 1] == str(tmp_path / "dump")

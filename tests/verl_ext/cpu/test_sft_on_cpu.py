@@ -16,13 +16,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def s2_sft_rows(tmp_path):
-    """Real Sentinel-2 tiles (`data_prep demo-rs`) converted to verl's SFT layout (`recipe.domain_grpo.sft_data`)."""
+    """Real Sentinel-2 tiles (`data_prep demo-rs`) converted to verl's SFT layout (`data_prep.sft`)."""
     import sys
 
     data = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "data_prep", "demo-rs", "--out", str(data), "--no-progress"], check=True)
     out = tmp_path / "sft.parquet"
-    convert = [sys.executable, "-m", "recipe.domain_grpo.sft_data", "--in", str(data / "train.parquet"), "--out"]
+    convert = [sys.executable, "-m", "data_prep.sft", "--in", str(data / "train.parquet"), "--out"]
     subprocess.run([*convert, str(out)], check=True)
     return out
 

@@ -1,7 +1,7 @@
-"""RL parquet rows (data_prep) -> rows for verl 0.9.1's own SFT trainer (`verl.trainer.sft_trainer`).
+"""RL rows (data_prep) and preference pairs -> rows for verl 0.9.1's own SFT trainer (`verl.trainer.sft_trainer`).
 
-    python -m recipe.domain_grpo.sft_data --in data/ucm/train_8shot.parquet --out data/ucm/sft_train_8shot.parquet
-    python -m recipe.domain_grpo.sft_data --in ... --out ... --augment --copies 3 --transforms rot90,rot180,rot270
+    python -m data_prep.sft --in data/ucm/train_8shot.parquet --out data/ucm/sft_train_8shot.parquet
+    python -m data_prep.sft --in ... --out ... --augment --copies 3 --transforms rot90,rot180,rot270
 
 verl's `MultiTurnSFTDataset` reads a `messages` column (chat turns; a user turn's literal "<image>" is replaced by
 the next entry of the `images` column) and trains on the assistant turns. Each SFT row = the RL row's prompt + an
@@ -9,12 +9,17 @@ assistant turn `<think>{think}</think><answer>{label}</answer>` (the label is `r
 text the RL reward accepts), the same `images`, and the RL row's `data_source`/`extra_info`.
 `--augment` (the `sft_da` baseline) adds `--copies` transformed copies of each row, each with one transform drawn
 from the row's whitelist (`extra_info.transforms`) ∩ `--transforms`, seeded (`verl_ext.transforms.draw_transform`).
+Other SFT sources build their rows here too: a GRPO run's correct rollouts (`sft_row(..., response=...)`, used by
+`recipe/novel_task/rollouts.py`) and a preference parquet's chosen responses (`preference_sft_rows`, PIVOT's SFT
+baseline). Parquet files are written atomically (`write_sft_parquet`).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,42 @@ def convert_rows(
     return out
 
 
+def preference_sft_rows(pairs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The SFT rows of preference pairs (`data_prep preference-pairs`): the prompt + the CHOSEN response as the
+    assistant turn, the same images, so SFT and DPO train on the same items."""
+    rows = []
+    for row in pairs:
+        messages = [dict(m) for m in row["prompt"]] + [{"role": "assistant", "content": row["chosen"]}]
+        images = [dict(im) for im in row["images"]]
+        rows.append({"messages": messages, "images": images, "data_source": row["data_source"]})
+    return rows
+
+
+def write_sft_parquet(rows: list[dict[str, Any]], path: str | os.PathLike, from_records: bool = False) -> Path:
+    """Write `rows` to `path` atomically (a temporary file in the same folder, then a rename).
+
+    `from_records=False` goes through pandas (`DataFrame.to_parquet`), `True` through `pyarrow.Table.from_pylist`
+    (what each caller used before; the two infer the nested columns' types differently).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    os.close(fd)
+    try:
+        if from_records:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        else:
+            pd.DataFrame(rows).to_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: read an RL parquet, write the SFT parquet."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -101,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = pd.read_parquet(args.src).to_dict(orient="records")
     names = [t.strip() for t in args.transforms.split(",") if t.strip()]
     out = convert_rows(rows, args.think, args.augment, args.copies, names, args.seed)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(out).to_parquet(args.out)
+    write_sft_parquet(out, args.out)
     print(f"wrote {len(out)} SFT rows ({len(rows)} source rows) to {args.out}")
 
 
