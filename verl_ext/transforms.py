@@ -7,8 +7,10 @@ and the sampled response; only the image changes.
 Names are the vocabulary shared by data_prep (each row's whitelist in `extra_info["transforms"]`), the config
 (`domain.transforms.names`) and the metrics (`domain/transform_count/<name>`). Built-ins: the whole dihedral group of
 the square (identity, the three rotations, the two axis flips and the two diagonal flips) and one non-geometric prior,
-H&E stain jitter for histopathology (`verl_ext.priors.stain`). More are registered by name with `register_transform`
-from any module listed in `domain.transforms.modules`, which every process imports when it parses the config.
+H&E stain jitter for histopathology (its function in `verl_ext.priors.stain`), all registered in this module, so
+they are there whatever is imported first. More are registered by name with `register_transform` from any module
+listed in `domain.transforms.modules`, which every process imports when it parses the config; `registered_names()`
+lists the built-ins and those.
 
 A transform is a function on float image tensors `[..., C, H, W]`:
 
@@ -32,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from verl_ext.priors.stain import hed_jitter
 
 TransformFn = Callable[..., torch.Tensor]  # (image [..., C, H, W], generator, **params) -> [..., C, H', W']
 KINDS = ("geometric", "photometric")
@@ -205,6 +209,8 @@ ROTATIONS = ("rot90", "rot180", "rot270")
 FLIPS = ("hflip", "vflip")
 DIAGONAL_FLIPS = ("transpose", "transverse")
 
-from verl_ext.priors import stain as _stain  # noqa: E402,F401  (registers "hed_jitter", the non-geometric example)
+# The non-geometric built-in: H&E stain jitter (its math in verl_ext/priors/stain.py, which imports nothing from here).
+register_transform("hed_jitter", hed_jitter, kind="photometric", defaults={"sigma": 0.05})
 
-TRANSFORM_NAMES: tuple[str, ...] = registered_names()  # the built-ins (user registrations come later)
+# The built-ins, registered above whatever imports this module first; `registered_names()` adds the user's.
+TRANSFORM_NAMES: tuple[str, ...] = registered_names()

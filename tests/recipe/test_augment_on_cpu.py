@@ -12,6 +12,7 @@ import pytest
 from launch_helpers import RS_WHITELIST, compose_run, write_rows
 from PIL import Image
 
+from data_prep.sft import answer_text, convert_rows
 from recipe.domain_grpo import oc_reward
 from recipe.domain_grpo.augment import (
     AgentExtrasConfigError,
@@ -21,7 +22,6 @@ from recipe.domain_grpo.augment import (
     transform_images,
     validate_agent_extras,
 )
-from data_prep.sft import answer_text, convert_rows
 from verl_ext.config import DomainConfig
 from verl_ext.rewards import compute_score
 

@@ -118,11 +118,11 @@ def view_allowed(row: Row, view: str) -> bool:
 
 
 def default_transforms(rows: Sequence[Row]) -> list[str]:
-    """The union of the rows' whitelists without identity, in `TRANSFORM_NAMES` order."""
-    from verl_ext.transforms import TRANSFORM_NAMES
+    """The union of the rows' whitelists without identity, in registration order (built-ins, then the user's)."""
+    from verl_ext.transforms import registered_names
 
     seen = {t for r in rows for t in (r.transforms or [])}
-    return [t for t in TRANSFORM_NAMES if t in seen and t != IDENTITY]
+    return [t for t in registered_names() if t in seen and t != IDENTITY]
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

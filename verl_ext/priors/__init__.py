@@ -1,4 +1,5 @@
-"""Domain priors beyond the square's symmetries, registered through `verl_ext.transforms.register_transform`.
+"""Domain priors beyond the square's symmetries: the transform functions, registered by name in `verl_ext.transforms`.
 
-`stain`: H&E stain jitter for histopathology — the worked example of a non-geometric, registered transform.
+`stain`: H&E stain jitter for histopathology, the built-in non-geometric transform `hed_jitter`. Modules here import
+nothing from `verl_ext.transforms` (it imports them), so the built-ins never depend on import order.
 """

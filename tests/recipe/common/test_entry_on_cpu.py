@@ -18,7 +18,6 @@ def _compose(*overrides: str) -> DictConfig:
 
 def test_task_runner_hands_verls_own_run_the_hooked_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """The recipe TaskRunner's `run` is verl's `TaskRunnerV1.run` (not a copy) seeing the mode with our worker."""
-    from verl.experimental.separation.engine_workers import DetachActorWorker
     from verl.trainer.main_ppo import TaskRunnerV1
     from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, get_trainer_cls
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
