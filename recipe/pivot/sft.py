@@ -4,12 +4,13 @@
     python -m recipe.pivot.sft train --stage all --train data/pairs/sft.parquet --model BASE --out ckpt/sft [overrides]
     python -m recipe.pivot.sft train --stage projector --model runs/transplant_dpo --out ckpt/stage1 ... --cpu --steps 2
 
-`rows`: the SFT rows of a preference parquet (`data_prep preference-pairs`): the prompt + the CHOSEN response as the
-assistant turn, the same images — so SFT and DPO train on the same items (the paper's SFT baseline: the same data
-with the chosen response). verl's `MultiTurnSFTDataset` reads `messages` + `images`.
+`rows`: the SFT rows of a preference parquet (`data_prep preference-pairs`; `data_prep/sft.py`): the prompt + the
+CHOSEN response as the assistant turn, the same images — so SFT and DPO train on the same items (the paper's SFT
+baseline: the same data with the chosen response). verl's `MultiTurnSFTDataset` reads `messages` + `images`.
 
-`train`: `torchrun -m verl.trainer.sft_trainer` (GPU; `--cpu` runs verl_ext.cpu's stand-in command) plus the stage's
-freeze overrides; afterwards `<out>/final_hf` links the last checkpoint's HF weights. Stages:
+`train`: the recipes' SFT launcher (`recipe/common/sft.py`: `torchrun -m verl.trainer.sft_trainer` on GPU; `--cpu`
+the CPU stand-in) plus the stage's freeze overrides; afterwards `<out>/final_hf` links the last checkpoint's HF
+weights. Stages:
 
 | stage | trains | frozen (through `engine._target_=recipe.pivot.freeze.PivotFSDPEngineConfig`) |
 |---|---|---|
@@ -27,7 +28,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from recipe.common.sft import link_final_hf, model_problem, sft_command
+
+__all__ = ["STAGES", "link_final_hf", "sft_rows", "stage_overrides", "train_command"]
 
 STAGES = {"all": (False, False), "projector": (True, True), "projector_llm": (True, False)}
 CONFIG_TARGET = "recipe.pivot.freeze.PivotFSDPEngineConfig"
@@ -71,47 +75,24 @@ def train_command(
     nnodes: int = 1,
     nproc: int = 8,
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of one SFT run (no shell)."""
+    """argv and environment of one SFT run (no shell): the recipes' launcher with the stage's freeze overrides."""
     freeze = stage_overrides(stage)
     if cpu:
-        from verl_ext.cpu.sft import sft_command
-
-        return sft_command(train, model, out, steps=steps or 2, overrides=[*freeze, *overrides])
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nnodes={nnodes}",
-        f"--nproc_per_node={nproc}",
-        *(["--standalone"] if nnodes == 1 else []),
-        "-m",
-        "verl.trainer.sft_trainer",
-        f"data.train_files={train}",
-        "data.val_files=null",
-        "data.messages_key=messages",
-        f"model.path={model}",
-        f"trainer.default_local_dir={out}",
-        f"trainer.nnodes={nnodes}",
-        f"trainer.n_gpus_per_node={nproc}",
-        *([f"trainer.total_training_steps={steps}"] if steps else []),
-        *freeze,
-        *overrides,
-    ]
-    return argv, dict(os.environ)
-
-
-def link_final_hf(out: str | os.PathLike) -> Path | None:
-    """`<out>/final_hf` -> `global_step_<N>/huggingface` of verl's last checkpoint (None if there is none)."""
-    out = Path(out)
-    marker = out / "latest_checkpointed_iteration.txt"
-    if not marker.exists():
-        return None
-    target = Path(f"global_step_{marker.read_text().strip()}") / "huggingface"
-    link = out / "final_hf"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(target)
-    return link
+        return sft_command(train, model, out, [*freeze, *overrides], steps=steps or 2, cpu=True)
+    node_rank, master = os.environ.get("NODE_RANK"), os.environ.get("MASTER_ADDR")
+    port = os.environ.get("MASTER_PORT")
+    return sft_command(
+        train,
+        model,
+        out,
+        [*freeze, *overrides],
+        steps=steps,
+        nnodes=nnodes,
+        nproc_per_node=nproc,
+        node_rank=int(node_rank) if node_rank else None,
+        master_addr=master,
+        master_port=int(port) if port else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--train", required=True, help="SFT parquet (messages + images)")
     train.add_argument("--model", required=True, help="HF model folder to start from")
     train.add_argument("--out", required=True, help="trainer.default_local_dir")
-    train.add_argument("--cpu", action="store_true", help="verl_ext.cpu's stand-in command (tests, demo)")
+    train.add_argument("--cpu", action="store_true", help="the launcher's CPU stand-in (tests, demo)")
     train.add_argument("--steps", type=int, default=None, help="trainer.total_training_steps")
-    train.add_argument("--nnodes", type=int, default=int(os.environ.get("NNODES", 1)))
+    train.add_argument("--nnodes", type=int, default=int(os.environ.get("NNODES", 1)), help="$NODE_RANK, $MASTER_ADDR")
     train.add_argument("--nproc", type=int, default=int(os.environ.get("N_GPUS", 8)), help="GPUs per node")
     args, overrides = parser.parse_known_args(argv)
     if args.command == "rows":
@@ -138,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {n} SFT rows to {args.out}")
         return 0
-    if not (Path(args.model) / "config.json").is_file():
-        print(f"error: --model {args.model}: no config.json", file=sys.stderr)
+    problem = model_problem(args.model)
+    if problem:
+        print(f"error: --model {args.model}: {problem}", file=sys.stderr)
         return 2
     cmd, env = train_command(
         args.stage, args.train, args.model, args.out, overrides, args.cpu, args.steps, args.nnodes, args.nproc

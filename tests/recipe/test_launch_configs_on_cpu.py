@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from launch_helpers import ENTRY, REPO, RS_WHITELIST, compose_run, script_argv, write_rows
+from launch_helpers import ENTRY, REPO, RS_WHITELIST, compose_run, script_argv, script_calls, write_rows
 
 from recipe.domain_grpo.augment import validate_agent_extras
 from recipe.domain_grpo.startup import training_row_whitelists, validate_run_config
@@ -134,8 +134,19 @@ def test_launch_scripts_quote_every_variable():
 VERL_CONFIG_DIR = Path(__import__("verl").__file__).parent / "trainer" / "config"
 
 
+def sft_trainer_overrides(launch: list[str]) -> tuple[list[str], list[str]]:
+    """The GPU command the recipes' SFT launcher builds for a script's call, split into (torchrun's part, verl's
+    overrides)."""
+    from recipe.common.sft import command_from_cli
+
+    assert launch[:2] == ["-m", "recipe.common.sft"]
+    cmd, _, _ = command_from_cli(launch[2:])
+    split = cmd.index("verl.trainer.sft_trainer")
+    return cmd[: split + 1], cmd[split + 1 :]
+
+
 @pytest.mark.parametrize(("method", "augment"), [("sft", False), ("sft_da", True)])
-def test_sft_script_converts_then_launches_verls_sft_trainer(tmp_path, method, augment):
+def test_sft_script_converts_then_launches_verls_sft_trainer_with_torchrun(tmp_path, method, augment):
     from launch_helpers import script_calls
 
     rl = write_rows(tmp_path / "train_8shot.parquet", RS_WHITELIST)
@@ -144,10 +155,13 @@ def test_sft_script_converts_then_launches_verls_sft_trainer(tmp_path, method, a
     assert convert[:2] == ["-m", "data_prep.sft"] and ("--augment" in convert) == augment
     sft_file = convert[convert.index("--out") + 1]
     assert sft_file.endswith(f"sft/train_8shot_{method}.parquet")
-    assert train[:2] == ["-m", "verl.trainer.sft_trainer"]
-    config = compose_run(train[2:], VERL_CONFIG_DIR, "sft_trainer_engine")
+    torchrun, overrides = sft_trainer_overrides(train)
+    # verl's documented launch: torchrun sets RANK/WORLD_SIZE (a bare `python -m verl.trainer.sft_trainer` does not)
+    assert torchrun[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=8" in torchrun
+    config = compose_run(overrides, VERL_CONFIG_DIR, "sft_trainer_engine")
     assert config.data.train_files == sft_file and config.data.messages_key == "messages"
     assert "hf_model" in list(config.checkpoint.save_contents) and config.trainer.seed == 3
+    assert config.trainer.n_gpus_per_node == 8 and config.trainer.nnodes == 1
 
 
 def test_sft_script_refuses_an_rl_method(tmp_path):
@@ -171,3 +185,42 @@ def test_tiny_cpu_script_composes_and_validates(tmp_path):
     assert config.trainer.device == "cpu" and config.actor_rollout_ref.rollout.name == "hf"
     assert config.algorithm.adv_estimator == "domain_grpo" and config.trainer.total_training_steps == 3
     assert config.domain.constraint.weight == 0.5  # extra arguments are Hydra overrides, applied last
+
+
+def _run_script_calls_on_the_cpu_stand_in(calls: list[list[str]], tmp_path: Path) -> None:
+    """Run a GPU script's interpreter calls for real; the SFT launcher's call gets `--cpu` (the CPU stand-in)."""
+    import subprocess
+    import sys
+
+    for call in calls:
+        sft = call[:2] == ["-m", "recipe.common.sft"] or call[:3] == ["-m", "recipe.pivot.sft", "train"]
+        argv = [sys.executable, *call, *(["--cpu"] if sft else [])]
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{call[:3]}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["run_sft_qwen25vl.sh", "run_pivot_sft.sh"])
+def test_gpu_sft_script_command_line_starts_verls_trainer_on_the_cpu_stand_in(tmp_path, script):
+    """The argv a GPU user's script produces, plus only `--cpu`, runs verl's SFT trainer (1 step) to a final_hf."""
+    import pandas as pd
+
+    from data_prep.sft import convert_rows, write_sft_parquet
+    from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
+    from verl_ext.cpu.tiny_task import build_tiny_task
+
+    train, _ = build_tiny_task(tmp_path / "data")
+    ckpt = tmp_path / "ckpt"
+    env = {"MODEL_PATH": str(build_tiny_model_dir(tmp_path / "model")), "CKPT_DIR": str(ckpt)}
+    env |= {"TRAIN_BATCH_SIZE": "2", "MICRO_BATCH_SIZE": "2", "TOTAL_EPOCHS": "1"}
+    if script == "run_sft_qwen25vl.sh":
+        env |= {"TRAIN_FILES": str(train), "TOTAL_STEPS": "1"}
+        extra = []
+    else:  # the transplant's stage 1 (vision tower and LLM frozen) on SFT rows that already exist
+        sft_rows = write_sft_parquet(convert_rows(pd.read_parquet(train).to_dict("records")), tmp_path / "sft.parquet")
+        env |= {"TRAIN_FILES": str(sft_rows), "STAGE": "projector"}
+        extra = ["trainer.total_training_steps=1"]
+    calls = script_calls(script, tmp_path, env, *extra)
+    _run_script_calls_on_the_cpu_stand_in(calls, tmp_path)
+    assert (ckpt / "final_hf" / "model.safetensors").is_file()
+    assert (ckpt / "metrics.jsonl").read_text().count("train/loss") == 1

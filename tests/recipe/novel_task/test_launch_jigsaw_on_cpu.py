@@ -12,7 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/recipe: launch_helpers
 from launch_helpers import ENTRY, REPO, compose_run, script_calls  # noqa: E402
-from test_launch_configs_on_cpu import VERL_CONFIG_DIR, _unquoted_expansions, _validate  # noqa: E402
+from test_launch_configs_on_cpu import (  # noqa: E402
+    VERL_CONFIG_DIR,
+    _unquoted_expansions,
+    _validate,
+    sft_trainer_overrides,
+)
 
 from data_prep.jigsaw import jigsaw_row  # noqa: E402
 from recipe.domain_grpo.startup import validate_run_config  # noqa: E402
@@ -94,8 +99,8 @@ def test_sft_script_converts_then_launches_verls_sft_trainer(tmp_path, method):
         assert convert[:3] == ["-m", "recipe.novel_task.rollouts", "to-sft"] and "--min-score" in convert
         assert convert[convert.index("--dump") + 1] == str(tmp_path / "dump")
     sft_file = convert[convert.index("--out") + 1]
-    assert launch[:2] == ["-m", "verl.trainer.sft_trainer"]
-    config = compose_run(launch[2:], VERL_CONFIG_DIR, "sft_trainer_engine")
+    _, overrides = sft_trainer_overrides(launch)  # the recipes' launcher: torchrun + verl.trainer.sft_trainer
+    config = compose_run(overrides, VERL_CONFIG_DIR, "sft_trainer_engine")
     assert config.data.train_files == sft_file and config.trainer.total_training_steps == 7
     assert config.optim.lr == 1e-5 and config.trainer.seed == 3 and "hf_model" in list(config.checkpoint.save_contents)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from verl_ext.cpu.sft import final_hf_dir, sft_command
+from recipe.common.sft import cpu_sft_command as sft_command
+from recipe.common.sft import final_hf_dir
 from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
 
 pytestmark = pytest.mark.slow
