@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -132,21 +131,12 @@ def resolve_trainer_cls(config: DictConfig) -> type:
     return trainer_cls
 
 
-@cache
 def task_runner_class() -> Any:
     """verl's ``TaskRunnerV1`` (a Ray actor class) whose ``run`` selects the trainer of :func:`resolve_trainer_cls`
-    and then runs verl's own ``TaskRunnerV1.run``."""
-    import ray
-    from verl.trainer.main_ppo import TaskRunnerV1
-    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    and then runs verl's own ``TaskRunnerV1.run`` (``recipe/common/task_runner.py``)."""
+    from recipe.common.task_runner import RemoteRecipeTaskRunner
 
-    class RecipeTaskRunner(TaskRunnerV1.__ray_actor_class__):
-        def run(self, config: DictConfig) -> None:
-            # verl's run looks the mode up by name: in this actor's process, the name selects the hooked subclass.
-            TRAINER_REGISTRY[config.trainer.v1.trainer_mode] = resolve_trainer_cls(config)
-            super().run(config)
-
-    return ray.remote(RecipeTaskRunner)
+    return RemoteRecipeTaskRunner
 
 
 def run(config: DictConfig, validate: Callable[[DictConfig], Any]) -> None:

@@ -49,6 +49,17 @@ def test_task_runner_hands_verls_own_run_the_hooked_mode(monkeypatch: pytest.Mon
     assert seen["trainer_cls"].__mro__[1] is PPOTrainerColocateAsync
 
 
+def test_ray_ships_the_task_runner_by_reference() -> None:
+    """A class made inside a function is pickled by value, with a copy of verl's registry in its closure: its `run`
+    then changed the copy and verl built the mode without the worker (the DC loop lost `domain_divergence`)."""
+    import pickle
+
+    from recipe.common.entry import task_runner_class
+
+    runner_cls = task_runner_class().__ray_actor_class__
+    assert pickle.loads(pickle.dumps(runner_cls)) is runner_cls  # plain pickle: by reference only
+
+
 def test_run_checks_the_recipe_first_then_verl_before_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     import verl.trainer.main_ppo as main_ppo
 
