@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="comma-separated subset of the spec's seeds")
     run.add_argument("--output-root", help="override the spec's output_root")
     run.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a variable in every cell (repeatable)"
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a variable in every cell"
     )
     run.add_argument("--stop-on-error", action="store_true", help="stop at the first failed cell")
     collect = sub.add_parser("collect", help="metrics.json files -> tables.md, results.json, accuracy_vs_shots.png")

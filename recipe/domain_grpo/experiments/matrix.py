@@ -186,7 +186,7 @@ def cell_variables(
     output_root: str,
     sets: Mapping[str, Any] | None = None,
 ):
-    """The raw variables of a cell: defaults < spec vars < dataset entry < method vars < `sets`; cell keys fixed last."""
+    """The raw variables of a cell: defaults < spec vars < dataset entry < method vars < `sets`; cell keys last."""
     ds_entry = dict(spec["datasets"][dataset])
     domain = ds_entry.pop("domain")
     layers = [DEFAULT_VARS, spec.get("vars") or {}, ds_entry, (spec["methods"][method] or {}).get("vars") or {}]
