@@ -6,7 +6,8 @@ folder and any extra `key`, e.g. a resolved config) and the same fingerprints of
 Otherwise it runs again and says why in one line: `[name] running: command changed: argv[3] '--model=A' -> ...`.
 
 Inputs are the paths the step names: every argument after the program and every value of the step's environment,
-whole or split at `,` `=` `[` `]`, that contains a `/` and exists when the step starts, plus its declared `inputs`.
+whole or split at `,` `=` `[` `]`, that contains a `/` and exists when the step starts (relative: to the step's `cwd`),
+plus its declared `inputs` (the paths a runner declares are relative to the runner's own working folder).
 Never an input: a path the step writes (`outputs`, `writes`, `clean`, or inside one), a folder holding the step's
 marker or log or the runner's `state_dirs`, or one holding the working folder. Fingerprints: a file named directly,
 its sha256 up to 1 MiB, else its size and mtime; a folder, the size and mtime of every file under it (links by target).
@@ -119,26 +120,32 @@ def build_argv(template: str, variables: Mapping[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI helpers
-def parse_sets(items: Iterable[str], known: Iterable[str], reserved: Iterable[str] = ()) -> dict[str, Any]:
-    """`--set name=value` items -> {name: value}; a value starting with `[` is a YAML list.
-
-    Raises:
-        SpecError: an item without `=`, a name the runner sets itself (`reserved`), or a name that is not `known`
-            (a typo would otherwise be ignored silently); the message lists the known names.
-    """
-    import yaml
-
-    known, reserved, sets = set(known), set(reserved), {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise SpecError(f"--set {item!r}: expected name=value")
+def check_set_names(names: Iterable[str], known: Iterable[str], reserved: Iterable[str] = ()) -> None:
+    """Refuse `--set` names the runner sets itself (`reserved`) or that are not `known` (a typo would otherwise be
+    ignored silently): SpecError naming the first such name and listing the known ones."""
+    known, reserved = set(known), set(reserved)
+    for name in names:
         if name in reserved:
             raise SpecError(f"--set {name}: set by the runner, cannot be overridden")
         if name not in known:
             raise SpecError(f"--set {name}: unknown name; known: {', '.join(sorted(known))}")
-        sets[name] = yaml.safe_load(value) if value.startswith("[") else value
+
+
+def parse_sets(items: Iterable[str], known: Iterable[str], reserved: Iterable[str] = ()) -> dict[str, Any]:
+    """`--set name=value` items -> {name: value}; a value starting with `[` is a YAML list.
+
+    Raises:
+        SpecError: an item without `=`, or a name refused by `check_set_names`.
+    """
+    import yaml
+
+    sets = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--set {item!r}: expected name=value")
+        sets[name.strip()] = yaml.safe_load(value) if value.startswith("[") else value
+    check_set_names(sets, known, reserved)
     return sets
 
 
@@ -267,18 +274,20 @@ class Runner:
         self.seconds: dict[str, float] = {}
 
     # ------------------------------------------------------------------ deciding
-    def _abs(self, step: Step, path: str | os.PathLike) -> str:
-        return os.path.abspath(os.path.join(step.cwd or os.getcwd(), os.fspath(path)))
+    @staticmethod
+    def _named(step: Step, path: str) -> str:
+        """A path named in the command: relative to the step's working folder."""
+        return os.path.abspath(os.path.join(step.cwd or os.getcwd(), path))
 
     def named_inputs(self, step: Step) -> list[str]:
         """The existing paths that are inputs of the step now (see the module docstring), absolute, sorted."""
-        written = [self._abs(step, p) for p in (*step.outputs, *step.writes, *step.clean)]
-        holders = [self._abs(step, step.marker), self._abs(step, step.log), os.path.abspath(step.cwd or os.getcwd())]
-        found = {self._abs(step, p) for p in step.inputs}
+        written = [os.path.abspath(p) for p in (*step.outputs, *step.writes, *step.clean)]
+        holders = [os.path.abspath(step.marker), os.path.abspath(step.log), os.path.abspath(step.cwd or os.getcwd())]
+        found = {os.path.abspath(p) for p in step.inputs}
         for token in [*map(str, step.argv[1:]), *map(str, step.env.values())]:
             for piece in {token, *_PIECES.split(token)}:
                 if "/" in piece.strip():
-                    found.add(self._abs(step, piece.strip()))
+                    found.add(self._named(step, piece.strip()))
         return sorted(
             p
             for p in found
@@ -289,7 +298,7 @@ class Runner:
         )
 
     def _skip(self, step: Step) -> Callable[[str], bool]:
-        own = {self._abs(step, step.marker), self._abs(step, step.log)}
+        own = {os.path.abspath(step.marker), os.path.abspath(step.log)}
         return lambda p: p in own or any(_inside(p, s) for s in self.state_dirs)
 
     def _record(self, step: Step) -> dict[str, Any] | None:
@@ -310,7 +319,7 @@ class Runner:
         if changed:
             return "command changed: " + changed.removeprefix("command.")
         if record.get("state") == "done":
-            missing = [str(p) for p in step.outputs if not Path(self._abs(step, p)).exists()]
+            missing = [str(p) for p in step.outputs if not os.path.exists(p)]
             if missing:
                 return f"output missing: {missing[0]}"
             if step.done is not None and not step.done():
@@ -347,7 +356,7 @@ class Runner:
         took = round(time.monotonic() - started, 1)
         if code != 0:
             raise StepFailed(f"step {step.name} failed with exit code {code}; see {step.log}")
-        missing = [str(p) for p in step.outputs if not Path(self._abs(step, p)).exists()]
+        missing = [str(p) for p in step.outputs if not os.path.exists(p)]
         if missing or (step.done is not None and not step.done()):
             raise StepFailed(f"step {step.name} exited 0 but did not write {missing or 'its output'}; see {step.log}")
         inputs = {p: fingerprint(p, self._skip(step)) for p in candidates}
@@ -369,14 +378,14 @@ class Runner:
         """Empty `clean` folders (unless resuming) and remove stale output files and the old marker."""
         step.marker.unlink(missing_ok=True)
         for folder in [] if resume else step.clean:
-            path = self._abs(step, folder)
-            holders = [self._abs(step, step.marker), self._abs(step, step.log), os.path.abspath(step.cwd or ".")]
+            path = os.path.abspath(folder)
+            holders = [os.path.abspath(step.marker), os.path.abspath(step.log), os.path.abspath(step.cwd or ".")]
             if any(_inside(h, path) for h in holders):
                 raise StepFailed(f"step {step.name}: refusing to empty {path}: it holds the step's log, marker or cwd")
             shutil.rmtree(path, ignore_errors=True)
             Path(path).mkdir(parents=True)
         for out in step.outputs:
-            path = Path(self._abs(step, out))
+            path = Path(out)
             if path.is_file() or path.is_symlink():
                 path.unlink()
 
