@@ -2,7 +2,7 @@
 
 A study spec (YAML: `vars`, `env`, `commands`, `encoders`; `cpu_tiny.yaml`, `qwen25vl_3b.yaml`) holds one command
 TEMPLATE per stage; the runner fills in each stage's variables and runs it (no shell: templates are split first, then
-each token formatted, `recipe.domain_grpo.experiments.matrix.build_argv`). Stages, in order:
+each token formatted, `recipe.common.steps.build_argv`). Stages, in order:
 
 | stage | variables it gets | output (done when it exists) |
 |---|---|---|
