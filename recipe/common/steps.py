@@ -54,7 +54,16 @@ class SpecError(ValueError):
 
 
 class StepFailed(RuntimeError):
-    """A step's command failed or did not write its outputs; the message names the step and its log."""
+    """A step's command failed or did not write its outputs; the message names the step and its log.
+
+    Attributes:
+        code: the command's exit code (None: it exited 0 but did not write its outputs, or never started).
+        log: the step's log.
+    """
+
+    def __init__(self, message: str, code: int | None = None, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.code, self.log = code, log
 
 
 # ---------------------------------------------------------------------------------------------- command templates
@@ -315,7 +324,7 @@ class Runner:
         record = self._record(step)
         if record is None:
             return "marker unreadable or written by an older runner (no inputs recorded)"
-        changed = _difference(record.get("command"), step.command(), "command")
+        changed = _difference({k: record.get(k) for k in step.command()}, step.command(), "command")
         if changed:
             return "command changed: " + changed.removeprefix("command.")
         if record.get("state") == "done":
@@ -355,10 +364,11 @@ class Runner:
         code = self.launch(step)
         took = round(time.monotonic() - started, 1)
         if code != 0:
-            raise StepFailed(f"step {step.name} failed with exit code {code}; see {step.log}")
+            raise StepFailed(f"step {step.name} failed with exit code {code}; see {step.log}", code, step.log)
         missing = [str(p) for p in step.outputs if not os.path.exists(p)]
         if missing or (step.done is not None and not step.done()):
-            raise StepFailed(f"step {step.name} exited 0 but did not write {missing or 'its output'}; see {step.log}")
+            message = f"step {step.name} exited 0 but did not write {missing or 'its output'}; see {step.log}"
+            raise StepFailed(message, None, step.log)
         inputs = {p: fingerprint(p, self._skip(step)) for p in candidates}
         self._write_marker(step, {**self._marker(step, "done", inputs), "seconds": took})
         self.seconds[step.name] = took
@@ -372,7 +382,7 @@ class Runner:
         write_json_atomic(step.marker, record)
 
     def _marker(self, step: Step, state: str, inputs: Mapping[str, str]) -> dict[str, Any]:
-        return {"version": MARKER_VERSION, "state": state, "command": step.command(), "inputs": dict(inputs)}
+        return {"version": MARKER_VERSION, "state": state, **step.command(), "inputs": dict(inputs)}
 
     def _prepare(self, step: Step, resume: bool) -> None:
         """Empty `clean` folders (unless resuming) and remove stale output files and the old marker."""

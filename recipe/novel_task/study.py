@@ -124,7 +124,10 @@ def run_study(
         try:
             runner.run(step)
         except StepFailed as err:
-            echo(f"[{step.name}] FAILED: {err}")
+            if err.code is not None:
+                echo(f"[{step.name}] FAILED with exit code {err.code}; see {err.log}")
+            else:
+                echo(f"[{step.name}] FAILED: {err}")
             return 1
     if dry_run or (only is not None and "report" not in only):
         return 0

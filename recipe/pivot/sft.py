@@ -29,6 +29,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipe.common.runs import final_hf
+
 STAGES = {"all": (False, False), "projector": (True, True), "projector_llm": (True, False)}
 CONFIG_TARGET = "recipe.pivot.freeze.PivotFSDPEngineConfig"
 
@@ -105,16 +107,15 @@ def train_command(
 
 
 def link_final_hf(out: str | os.PathLike) -> Path | None:
-    """`<out>/final_hf` -> `global_step_<N>/huggingface` of verl's last checkpoint (None if there is none)."""
+    """`<out>/final_hf` -> the HF weights of verl's last checkpoint (`recipe.common.runs.final_hf`; None if none)."""
     out = Path(out)
-    marker = out / "latest_checkpointed_iteration.txt"
-    if not marker.exists():
+    found = final_hf(out)
+    if found is None:
         return None
-    target = Path(f"global_step_{marker.read_text().strip()}") / "huggingface"
     link = out / "final_hf"
     if link.is_symlink() or link.exists():
         link.unlink()
-    link.symlink_to(target)
+    link.symlink_to(found.relative_to(out))
     return link
 
 
