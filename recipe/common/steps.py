@@ -3,7 +3,7 @@ subprocess (no shell) with its log, and a done-marker that records what produced
 
 A step is skipped only when its marker records the same COMMAND (argv, the environment the step adds, its working
 folder and any extra `key`, e.g. a resolved config) and the same fingerprints of its INPUTS, and its outputs exist.
-Otherwise it runs again and says why in one line: `[name] running: command changed: argv[3] '--model=A' -> ...`.
+Otherwise it runs again and says why in one line, e.g. `[train] running: command changed: argv[3]: 'a' -> 'b'`.
 
 Inputs are the paths the step names: every argument after the program and every value of the step's environment,
 whole or split at `,` `=` `[` `]`, that contains a `/` and exists when the step starts (relative: to the step's `cwd`),
@@ -16,13 +16,11 @@ step must not name a file that a later step changes (a shared log): it would run
 
 Before a step runs its `clean` folders are emptied (a rerun never resumes or reuses an earlier command's files),
 except that a `resumable` step whose last run was interrupted with the same command and inputs keeps them: verl
-resumes from its last checkpoint. Markers and logs are written atomically / appended; markers of an older runner (no
-inputs recorded) count as absent.
+resumes from its last checkpoint. Markers are written atomically, logs appended to; a marker of an older runner (no
+inputs recorded) makes the step run again.
 
-Command templates (`build_argv`): the template is split with `shlex.split` first, then each token is formatted on its
-own, so a value with spaces or shell characters is always exactly one argument. A token that is exactly `{name}` of a
-list variable expands to its items; literal braces are `{{` / `}}`; variables may use one another (cycles and unknown
-names are errors). CLI helpers: `parse_sets` (`--set name=value`, unknown names refused), `parse_only` (`--only`).
+CLI helpers: `parse_sets` (`--set name=value`, unknown names refused with the known ones), `parse_only` (`--only`).
+Command templates: `recipe.common.templates`.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import re
 import shlex
 import shutil
 import signal
-import string
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,15 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipe.common.templates import SpecError
+
 MARKER_VERSION = 2
 SMALL_FILE = 1 << 20  # files named directly up to this size are fingerprinted by content
-_WHOLE_FIELD = re.compile(r"^\{(\w+)\}$")
 _PIECES = re.compile(r"[,=\[\]]")
 INTERRUPTED = "interrupted before it finished"
-
-
-class SpecError(ValueError):
-    """A spec or command-line mistake (unknown variable or name, template cycle, ...): one line for the user."""
 
 
 class StepFailed(RuntimeError):
@@ -64,68 +58,6 @@ class StepFailed(RuntimeError):
     def __init__(self, message: str, code: int | None = None, log: Path | None = None) -> None:
         super().__init__(message)
         self.code, self.log = code, log
-
-
-# ---------------------------------------------------------------------------------------------- command templates
-class Resolver(string.Formatter):
-    """Formats templates against raw variables, resolving each variable once, recursively (cycle-checked)."""
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw, self.done, self.stack = dict(raw), {}, []
-
-    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
-        if not field_name.isidentifier():
-            raise SpecError(f"template field {{{field_name}}}: only plain names are allowed (no index/attribute)")
-        value = self.resolve(field_name)
-        if isinstance(value, list):
-            raise SpecError(f"list variable {{{field_name}}} can only stand alone as a whole command token")
-        return value, field_name
-
-    def resolve(self, name: str) -> Any:
-        """The value of variable `name`, its own templates formatted."""
-        if name in self.done:
-            return self.done[name]
-        if name not in self.raw:
-            raise SpecError(f"unknown template variable {{{name}}}; known: {sorted(self.raw)}")
-        if name in self.stack:
-            raise SpecError(f"template variables form a cycle: {' -> '.join([*self.stack, name])}")
-        self.stack.append(name)
-        value = self.raw[name]
-        if isinstance(value, str):
-            value = self.vformat(value, (), {})
-        elif isinstance(value, (list, tuple)):
-            value = [self.vformat(str(v), (), {}) for v in value]
-        self.stack.pop()
-        self.done[name] = value
-        return value
-
-    def format_value(self, value: Any) -> Any:
-        """A string formatted; a mapping or list formatted item by item; anything else unchanged."""
-        if isinstance(value, str):
-            return self.vformat(value, (), {})
-        if isinstance(value, Mapping):
-            return {k: self.format_value(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.format_value(v) for v in value]
-        return value
-
-
-def build_argv(template: str, variables: Mapping[str, Any]) -> list[str]:
-    """The argv of a command template (split first, then each token formatted: no shell, no injection).
-
-    Args:
-        template: a command line, e.g. "bash run.sh data.train_files={train} {extra}".
-        variables: raw variables (strings may use one another; a list variable expands where it is a whole token).
-    """
-    resolver = Resolver(variables)
-    argv: list[str] = []
-    for token in shlex.split(template):
-        whole = _WHOLE_FIELD.match(token)
-        if whole and isinstance(resolver.resolve(whole.group(1)), list):
-            argv.extend(resolver.resolve(whole.group(1)))
-        else:
-            argv.append(resolver.vformat(token, (), {}))
-    return argv
 
 
 # ---------------------------------------------------------------------------------------------- CLI helpers

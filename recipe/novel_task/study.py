@@ -4,7 +4,7 @@
         [--output-root DIR] [--set name=value ...]
 
 A spec (see `config/study.yaml` for GPU, `config/study_cpu.yaml` for the CPU run with the tiny model) lists `steps`
-in order, each a COMMAND TEMPLATE (`recipe.common.steps.build_argv`: split into tokens first, then each token
+in order, each a COMMAND TEMPLATE (`recipe.common.templates.build_argv`: split into tokens first, then each token
 formatted: no shell, a value is always one argument), with `vars` shared by all steps, an optional per-step `env` and
 an optional per-step `clean` (the folders the step writes: emptied before it reruns, so a rerun never resumes from an
 earlier command's checkpoints). Steps run one after the other through `recipe.common.steps`: a finished step leaves
@@ -28,17 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from recipe.common.steps import (
-    Resolver,
-    Runner,
-    SpecError,
-    Step,
-    StepFailed,
-    build_argv,
-    check_set_names,
-    parse_only,
-    parse_sets,
-)
+from recipe.common.steps import Runner, Step, StepFailed, check_set_names, parse_only, parse_sets
+from recipe.common.templates import Resolver, SpecError, build_argv
 
 REPO = Path(__file__).resolve().parents[2]
 TOP_KEYS = {"output_root", "vars", "steps", "report", "workdir"}

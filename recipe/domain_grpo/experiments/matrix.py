@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipe.common.steps import Resolver, Runner, SpecError, Step, StepFailed, build_argv
+from recipe.common.steps import Runner, Step, StepFailed
+from recipe.common.templates import Resolver, SpecError, build_argv
 from verl_ext.evaluation.runner import write_json_atomic
 
 METHODS: tuple[str, ...] = (

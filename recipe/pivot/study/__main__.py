@@ -16,7 +16,8 @@ import argparse
 import signal
 import sys
 
-from recipe.common.steps import SpecError, parse_only
+from recipe.common.steps import parse_only
+from recipe.common.templates import SpecError
 from recipe.pivot.study.runner import StudyError, load_spec, plan, run
 
 

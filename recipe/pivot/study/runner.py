@@ -2,7 +2,7 @@
 
 A study spec (YAML: `vars`, `env`, `commands`, `encoders`; `cpu_tiny.yaml`, `qwen25vl_3b.yaml`) holds one command
 TEMPLATE per stage; the runner fills in each stage's variables and runs it (no shell: templates are split first, then
-each token formatted, `recipe.common.steps.build_argv`). Stages, in order:
+each token formatted, `recipe.common.templates.build_argv`). Stages, in order:
 
 | stage | variables it gets | output (done when it exists) |
 |---|---|---|
@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 
 from recipe.common.runs import final_hf
-from recipe.common.steps import Runner, SpecError, Step, StepFailed, build_argv, check_set_names
+from recipe.common.steps import Runner, Step, StepFailed, check_set_names
+from recipe.common.templates import SpecError, build_argv
 
 COMMANDS = ("pairs", "sft_rows", "sft", "dpo", "probes", "transplant", "stage1", "stage2", "eval")
 TOP_KEYS = {"vars", "env", "commands", "encoders"}

@@ -10,16 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.common.steps import (
-    Runner,
-    SpecError,
-    Step,
-    StepFailed,
-    build_argv,
-    fingerprint,
-    parse_only,
-    parse_sets,
-)
+from recipe.common.steps import Runner, Step, StepFailed, fingerprint, parse_only, parse_sets
+from recipe.common.templates import SpecError, build_argv
 
 PY = sys.executable
 # copies argv[1] (a file) to argv[2], appending argv[3:]; counts its runs in <argv[2]>.runs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.common.steps import build_argv
+from recipe.common.templates import build_argv
 from recipe.domain_grpo.experiments import matrix
 from recipe.domain_grpo.experiments.__main__ import main
 
