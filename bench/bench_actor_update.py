@@ -22,6 +22,10 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recipe.common.runs import read_metrics  # noqa: E402
+
 CONFIGS = {
     "grpo": ["algorithm.adv_estimator=grpo", "domain.constraint.enable=false", "domain.shaping.enable=false"],
     "domain_grpo, T(x) detached": ["domain.constraint.detach_transformed=true"],
@@ -64,7 +68,7 @@ def run(name: str, overrides: list[str], work: Path, steps: int) -> dict:
             time.sleep(0.2)
     if proc.returncode != 0:
         sys.exit(f"{name}: run failed, see {out / 'train.log'}")
-    steps_data = [json.loads(line)["data"] for line in metrics_path.read_text().splitlines()]
+    steps_data = list(read_metrics(metrics_path).values())
     later = steps_data[1:]  # step 1 includes one-off start-up work
 
     def mean(key: str) -> float:

@@ -28,13 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.results_file import replace_section  # noqa: E402
-from recipe.domain_grpo.demo_pipeline import (  # noqa: E402
-    VARIANTS,
-    Pipeline,
-    Settings,
-    exit_on_sigterm,
-    read_train_metrics,
-)
+from recipe.common.runs import read_metrics  # noqa: E402
+from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, exit_on_sigterm  # noqa: E402
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
@@ -213,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
     plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
     for seed, v in plan:
-        if args.collect_only and not (pipe.trained_model(v, seed) / "model.safetensors").exists():
+        if args.collect_only and pipe.trained_model(v, seed) is None:
             print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
             continue
         trained = pipe.rl(v, seed)
         s = summary(pipe.evaluate(pipe.run_name(v, seed), trained))
-        train = read_train_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
+        train = read_metrics(pipe.run_dir(v, seed) / "metrics.jsonl")
         s["train_reward_last"] = train[max(train)]["critic/score/mean"]
         train_logs[v][seed] = train
         runs[v][seed] = s

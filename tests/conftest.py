@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -69,11 +68,9 @@ def _run_tiny_training(
         pytest.fail(f"training did not finish in {LOOP_TIMEOUT_S} s; log tail:\n{out[-4000:]}")
     (tmp_path / "train.log").write_text(out)
     print(f"{steps} steps on CPU in {time.monotonic() - start:.0f} s")
-    metrics = {}
-    if metrics_path.exists():
-        for line in metrics_path.read_text().splitlines():
-            record = json.loads(line)
-            metrics[record["step"]] = record["data"]
+    from recipe.common.runs import read_metrics
+
+    metrics = read_metrics(metrics_path)
     return subprocess.CompletedProcess(command, proc.returncode, out), metrics
 
 

@@ -27,6 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipe.common.runs import final_hf
+
 TORCHRUN = ("-m", "torch.distributed.run")
 SFT_TRAINER = ("-m", "verl.trainer.sft_trainer")
 FINAL_HF = "final_hf"
@@ -125,22 +127,16 @@ def cpu_sft_command(
     return sft_command(train_files, model_path, out_dir, [*sizes, *overrides], steps=steps, cpu=True)
 
 
-def final_hf_dir(out_dir: str | os.PathLike, steps: int) -> Path:
-    """The HF weights verl's SFT trainer writes for step `steps` (the last one is always checkpointed)."""
-    return Path(out_dir) / f"global_step_{steps}" / "huggingface"
-
-
 def link_final_hf(out_dir: str | os.PathLike) -> Path | None:
-    """`<out>/final_hf` -> `global_step_<N>/huggingface` of verl's last checkpoint (None if there is none)."""
+    """`<out>/final_hf` -> the HF weights of verl's last checkpoint (`recipe.common.runs.final_hf`; None if none)."""
     out = Path(out_dir)
-    marker = out / "latest_checkpointed_iteration.txt"
-    if not marker.exists():
+    found = final_hf(out)
+    if found is None:
         return None
-    target = Path(f"global_step_{marker.read_text().strip()}") / "huggingface"
     link = out / FINAL_HF
     if link.is_symlink() or link.exists():
         link.unlink()
-    link.symlink_to(target)
+    link.symlink_to(found.relative_to(out))
     return link
 
 

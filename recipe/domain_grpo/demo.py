@@ -13,8 +13,8 @@
 
     python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
 
-Steps already done with the same settings are skipped on a rerun (`<out>/.done/`). A measurement on a toy model:
-numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.
+Steps already done with the same settings and inputs are skipped on a rerun (`<out>/.done/`). A measurement on a toy
+model: numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from recipe.domain_grpo.demo_pipeline import (
-    VARIANTS,
-    Pipeline,
-    Settings,
-    StepError,
-    exit_on_sigterm,
-    read_train_metrics,
-)
+from recipe.common.runs import read_metrics
+from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, StepError, exit_on_sigterm
 from recipe.domain_grpo.demo_report import markdown_table, plot_demo, summary
 from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
 
@@ -97,7 +91,7 @@ def run_demo(out: Path, settings: Settings) -> dict:
     for variant in RUNS:
         trained = pipe.rl(variant, settings.seed)
         models[variant] = summary(pipe.evaluate(pipe.run_name(variant, settings.seed), trained))
-        train[variant] = read_train_metrics(pipe.run_dir(variant, settings.seed) / "metrics.jsonl")
+        train[variant] = read_metrics(pipe.run_dir(variant, settings.seed) / "metrics.jsonl")
     labels = {"random": "random tiny model", "warm_start": "SFT warm start"}
     labels |= {v: f"{VARIANTS[v]['label']} ({settings.rl_steps} steps)" for v in RUNS}
     title = (

@@ -9,27 +9,25 @@ runs from it, held-out evaluation. Each step is one subprocess running the proje
   exact-match reward (`verl_ext/rewards.py:compute_score`);
 - evaluation: `python -m verl_ext.evaluation` on the held-out split under every whitelisted transform.
 
-A finished step leaves `<out>/.done/<name>.json` with its command; a rerun skips it only if the command is the same
-(else its outputs are removed and it runs again), so one warm start can serve several RL runs (the bench).
+Steps run through `recipe.common.steps`: a finished step leaves `<out>/.done/<name>.json`, and a rerun skips it only if
+its command (argv and environment) and the inputs it names (data, the model it starts from or evaluates, the launch
+script) are unchanged; else its outputs are removed and it runs again, saying why. So one warm start can serve several
+RL runs (the bench), and a rebuilt warm start reruns what was trained or evaluated from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipe.common.runs import LATEST_FILE, final_hf
 from recipe.common.sft import cpu_sft_command as sft_command
-from recipe.common.sft import final_hf_dir
-from verl_ext.evaluation.runner import write_json_atomic
+from recipe.common.steps import Runner, Step, StepFailed
 
 REPO = Path(__file__).resolve().parents[2]
 # The RL variants: the method preset (recipe/domain_grpo/config/method/<name>.yaml) and whether it has a DC term.
@@ -86,7 +84,13 @@ class Pipeline:
         self.s = settings
         self.echo = echo
         self.out.mkdir(parents=True, exist_ok=True)
-        self.seconds: dict[str, float] = {}
+        # the project importable from every step, output unbuffered (neither is part of a step's key)
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+        # own session: on failure, Ctrl-C or SIGTERM the whole tree (Ray's local cluster, torchrun) is ended
+        state = [self.out / ".done", self.out / "logs"]
+        self.runner = Runner(echo, state_dirs=state, env=env, own_session=True, progress=PROGRESS_MARKERS)
+        self.seconds = self.runner.seconds
 
     # ------------------------------------------------------------------ paths
     @property
@@ -106,9 +110,13 @@ class Pipeline:
         return self.out / "tiny-qwen25vl"
 
     @property
+    def sft_ckpt(self) -> Path:
+        return self.out / "sft" / "ckpt"
+
+    @property
     def warm_start(self) -> Path:
-        """The SFT warm start's HF weights (what every RL run starts from)."""
-        return final_hf_dir(self.out / "sft" / "ckpt", self.s.sft_steps)
+        """The SFT warm start's HF weights (what every RL run starts from; `sft_warm_start` makes them)."""
+        return saved_weights(self.sft_ckpt, "sft")
 
     def train_rows(self) -> int:
         """Rows of the RL train split (from the parquet footer)."""
@@ -123,8 +131,9 @@ class Pipeline:
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.out / "rl" / self.run_name(variant, seed)
 
-    def trained_model(self, variant: str, seed: int) -> Path:
-        return self.run_dir(variant, seed) / "ckpt" / f"global_step_{self.s.rl_steps}" / "actor" / "huggingface"
+    def trained_model(self, variant: str, seed: int) -> Path | None:
+        """The run's final HF weights (None: not trained yet)."""
+        return final_hf(self.run_dir(variant, seed) / "ckpt")
 
     # ------------------------------------------------------------------ running one step
     def step(
@@ -137,64 +146,30 @@ class Pipeline:
         stream: bool = False,
         key: Sequence[str] | None = None,
     ) -> None:
-        """Run `argv` (no shell) with its output in `<out>/logs/<name>.log`, unless done before with the same `key`
-        (default: argv) and its `outputs` all exist. Before a run, the folders `clean` are emptied (stale outputs of an
-        earlier command) and the `outputs` removed.
+        """Run `argv` (no shell, cwd: the repository) with its output in `<out>/logs/<name>.log`, unless done before
+        with the same command (argv, `env`, extra `key`) and inputs, and its `outputs` all exist
+        (`recipe.common.steps`). Before a run, the folders `clean` are emptied (stale outputs of an earlier command)
+        and the `outputs` removed.
 
         Raises:
             StepError: the command failed (one line naming the log).
         """
-        argv = [str(a) for a in argv]
-        key = [str(k) for k in key] if key is not None else argv
-        mark = self.out / ".done" / f"{name}.json"
-        if mark.exists() and json.loads(mark.read_text()).get("key") == key and all(p.exists() for p in outputs):
-            self.echo(f"[{name}] done before, skipped")
-            return
-        for folder in clean:  # stale outputs of a different command
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-        for path in outputs:
-            path.unlink(missing_ok=True)
-        mark.unlink(missing_ok=True)
-        log = self.out / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.echo(f"[{name}] running (log: {log})")
-        started = time.monotonic()
-        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
-        with log.open("w", encoding="utf-8") as f:
-            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(argv)}\n")
-            f.flush()
-            # Own session: on failure or Ctrl-C the whole tree (Ray's local cluster, torchrun) is ended.
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=full_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    f.write(line)
-                    if stream and any(m in line for m in PROGRESS_MARKERS):
-                        self.echo(f"  {line.rstrip()[-160:]}")
-                code = proc.wait()
-            except BaseException:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-        took = time.monotonic() - started
-        if code != 0:
-            raise StepError(f"step {name} failed with exit code {code}; see {log}")
-        missing = [str(p) for p in outputs if not p.exists()]
-        if missing:
-            raise StepError(f"step {name} finished but did not write {missing}; see {log}")
-        self.seconds[name] = round(took, 1)
-        write_json_atomic(mark, {"key": key, "argv": argv, "seconds": round(took, 1)})
-        self.echo(f"[{name}] done in {took:.0f} s")
+        step = Step(
+            name,
+            [str(a) for a in argv],
+            marker=self.out / ".done" / f"{name}.json",
+            log=self.out / "logs" / f"{name}.log",
+            env=dict(env or {}),
+            cwd=str(REPO),
+            key=[str(k) for k in key] if key is not None else None,
+            outputs=list(outputs),
+            clean=list(clean),
+            stream=stream,
+        )
+        try:
+            self.runner.run(step)
+        except StepFailed as err:
+            raise StepError(str(err)) from None
 
     # ------------------------------------------------------------------ the steps
     def prepare_data(self) -> None:
@@ -213,14 +188,14 @@ class Pipeline:
         convert = [sys.executable, "-m", "data_prep.sft", "--in", self.train_parquet, "--out", sft_rows]
         self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
         s = self.s
-        ckpt = self.out / "sft" / "ckpt"
+        ckpt = self.sft_ckpt
         epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
         overrides = [f"trainer.total_epochs={epochs}"]
         argv, env = sft_command(
             sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
         )
         env = {k: v for k, v in env.items() if os.environ.get(k) != v}
-        self.step("sft", argv, [self.warm_start / "model.safetensors"], clean=[ckpt], env=env)
+        self.step("sft", argv, [ckpt / LATEST_FILE], clean=[ckpt], env=env)
         return self.warm_start
 
     def rl(self, variant: str, seed: int, start: Path | None = None) -> Path:
@@ -262,11 +237,9 @@ class Pipeline:
         if spec["dc"]:
             overrides.append(f"domain.constraint.weight={s.dc_weight}")
         argv = ["bash", REPO / "examples" / "run_tiny_cpu.sh", *overrides]
-        # the script reads its settings from the environment: the mark's key records them with the command
-        key = [*map(str, argv), *(f"{k}={v}" for k, v in sorted(env.items()) if k != "PYTHON")]
-        final = self.trained_model(variant, seed)
-        self.step(f"rl_{self.run_name(variant, seed)}", argv, [final / "model.safetensors"], [run], env, True, key)
-        return final
+        # the script reads its settings from the environment: part of the step's command, as the argv
+        self.step(f"rl_{self.run_name(variant, seed)}", argv, [run / "ckpt" / LATEST_FILE], [run], env, True)
+        return saved_weights(run / "ckpt", f"rl_{self.run_name(variant, seed)}")
 
     def evaluate(self, name: str, model: Path) -> dict:
         """`python -m verl_ext.evaluation` on the held-out split under every transform; returns its metrics.json."""
@@ -276,19 +249,18 @@ class Pipeline:
         argv += ["--max-new-tokens", str(s.response_length), "--batch-size", str(s.eval_batch), "--no-progress"]
         if s.eval_limit:
             argv += ["--limit", str(s.eval_limit)]
-        # the same path may hold other weights (a rerun with other settings): the key names the weights' file state
-        weights = Path(model) / "model.safetensors"
-        stat = weights.stat()
-        key = [*map(str, argv), f"weights={stat.st_size}:{stat.st_mtime_ns}"]
-        self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out], key=key)
+        # the same path may hold other weights (a rerun with other settings): the model folder is one of the inputs
+        self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out])
         return json.loads((out / "metrics.json").read_text())
 
 
-def read_train_metrics(path: Path) -> dict[int, dict[str, float]]:
-    """verl's file-logger JSON lines -> {step: metrics}."""
-    steps: dict[int, dict[str, float]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            steps.setdefault(int(record["step"]), {}).update(record["data"])
-    return steps
+def saved_weights(ckpt: Path, step: str) -> Path:
+    """The final HF weights verl saved under `ckpt` (`recipe.common.runs.final_hf`).
+
+    Raises:
+        StepError: there are none (the step has not run, or saved no `hf_model`).
+    """
+    found = final_hf(ckpt)
+    if found is None or not (found / "model.safetensors").exists():
+        raise StepError(f"step {step} saved no HF weights under {ckpt}")
+    return found

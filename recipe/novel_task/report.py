@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recipe.common.runs import metric_series
 from verl_ext.evaluation.plots import pyplot, save_figure_atomic
 from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
 
@@ -89,14 +90,7 @@ def _curve(entry: Mapping[str, Any], base: Mapping[str, Any], new: str) -> list[
 def _train_reward(entry: Mapping[str, Any]) -> list[tuple[int, float]]:
     """(step, value) of `train_reward_key` in verl's file-logger JSONL `train_log` (GRPO's rollout reward)."""
     path, key = entry.get("train_log"), entry.get("train_reward_key", "critic/score/mean")
-    if not path or not Path(path).exists():
-        return []
-    out = []
-    for line in Path(path).read_text().splitlines():
-        rec = json.loads(line)
-        if key in rec.get("data", {}):
-            out.append((int(rec["step"]), float(rec["data"][key])))
-    return out
+    return metric_series(path, key) if path else []
 
 
 def markdown(results: Mapping[str, Any]) -> str:

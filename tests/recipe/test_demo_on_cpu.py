@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.whitelist import ALL
+from recipe.common.runs import metric_series
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--steps", "1", "--sft-steps", "2", "--sft-batch", "4", "--batch-size", "2", "--n", "2", "--eval-limit", "2"]
@@ -36,7 +37,7 @@ def test_demo_writes_png_table_and_metrics(tmp_path: Path) -> None:
     for name in ("random", "warm_start", "grpo_seed0_steps1", "dc_dr_seed0_steps1"):
         assert (out / "eval" / name / "metrics.json").exists(), name
     for run in ("grpo_seed0_steps1", "dc_dr_seed0_steps1"):
-        assert (out / "rl" / run / "metrics.jsonl").read_text().count("critic/score/mean") == 1
+        assert [step for step, _ in metric_series(out / "rl" / run / "metrics.jsonl", "critic/score/mean")] == [1]
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # the console ends with the markdown table (the same as summary.md)

@@ -1,7 +1,7 @@
 """CLI of the experiment matrix: `run` (train + evaluate each cell, resumable) and `collect` (tables + plot).
 
 python -m recipe.domain_grpo.experiments run --spec SPEC.yaml [--dry-run] [--methods a,b] [--datasets ucm]
-    [--shots 1,2] [--seeds 0] [--output-root DIR] [--stop-on-error]
+    [--shots 1,2] [--seeds 0] [--output-root DIR] [--set name=value ...] [--stop-on-error]
 python -m recipe.domain_grpo.experiments collect --runs DIR --out DIR
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from recipe.common.steps import parse_sets
 from recipe.domain_grpo.experiments import matrix
 
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shots", help="comma-separated subset of the spec's shots")
     run.add_argument("--seeds", help="comma-separated subset of the spec's seeds")
     run.add_argument("--output-root", help="override the spec's output_root")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a variable in every cell"
+    )
     run.add_argument("--stop-on-error", action="store_true", help="stop at the first failed cell")
     collect = sub.add_parser("collect", help="metrics.json files -> tables.md, results.json, accuracy_vs_shots.png")
     collect.add_argument("--runs", required=True, help="the matrix's output_root")
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         try:
             spec = matrix.load_spec(args.spec)
+            sets = parse_sets(args.set, matrix.known_variables(spec), reserved=[*matrix.CELL_KEYS, "output_root"])
             cells = matrix.expand_cells(
                 spec,
                 methods=_names(args.methods),
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 shots=_ints(args.shots),
                 seeds=_ints(args.seeds),
                 output_root=args.output_root,
+                sets=sets,
             )
         except matrix.SpecError as err:
             print(f"spec error: {err}", file=sys.stderr)

@@ -17,10 +17,14 @@ Template variables (strings may use one another; resolved once per cell, cycles 
     eval_model   = {model}                             (trained methods set it to their exported checkpoint)
     transforms   = ""                                  (the evaluation's views, e.g. "rot90,rot180,rot270")
     extra        = []                                  (a list: extra arguments, spliced where ``{extra}`` stands)
-    + every key of the spec's `vars`, then of the dataset's entry, then of the method's `vars` (later wins).
+    + every key of the spec's `vars`, then of the dataset's entry, then of the method's `vars`, then `--set` (later
+    wins; `--set` takes only names defined somewhere above).
 
-Resumable: a cell whose {eval_dir}/metrics.json exists is skipped; a finished training writes {run_dir}/train_done.json
-(atomically) so a failed evaluation is retried without retraining.
+Resumable (`recipe.common.steps`): training and evaluation are two steps with done-markers in {run_dir}
+(`train_done.json`, `eval_done.json`) keyed on their argv, environment and the inputs their commands name (data, base
+model, launch script; the evaluated checkpoint). A cell is skipped only when both match and {eval_dir}/metrics.json
+exists; a failed evaluation is retried without retraining; a training that reruns for another reason starts from an
+emptied {ckpt_dir} (one that was interrupted resumes from its checkpoints), and its evaluation reruns after it.
 """
 
 from __future__ import annotations
@@ -28,15 +32,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import string
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipe.common.steps import Runner, Step, StepFailed
+from recipe.common.templates import Resolver, SpecError, build_argv
 from verl_ext.evaluation.runner import write_json_atomic
 
 METHODS: tuple[str, ...] = (
@@ -69,63 +72,8 @@ DEFAULT_VARS: dict[str, Any] = {
 TOP_KEYS = {"output_root", "vars", "commands", "methods", "datasets", "shots", "seeds", "env", "workdir"}
 METHOD_KEYS = {"train", "eval", "shot_independent", "datasets", "vars"}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_WHOLE_FIELD = re.compile(r"^\{(\w+)\}$")
-TRAIN_MARKER, CELL_FILE, METRICS_FILE = "train_done.json", "cell.json", "metrics.json"
-
-
-class SpecError(ValueError):
-    """An invalid experiment spec (unknown method, variable, command, ...)."""
-
-
-class _Resolver(string.Formatter):
-    """Formats templates against raw variables, resolving each variable once, recursively (cycle-checked)."""
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw, self.done, self.stack = dict(raw), {}, []
-
-    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, str]:
-        if not field_name.isidentifier():
-            raise SpecError(f"template field {{{field_name}}}: only plain names are allowed (no index/attribute)")
-        value = self.resolve(field_name)
-        if isinstance(value, list):
-            raise SpecError(f"list variable {{{field_name}}} can only stand alone as a whole command token")
-        return value, field_name
-
-    def resolve(self, name: str) -> Any:
-        """The value of variable `name`, its own templates formatted."""
-        if name in self.done:
-            return self.done[name]
-        if name not in self.raw:
-            raise SpecError(f"unknown template variable {{{name}}}; known: {sorted(self.raw)}")
-        if name in self.stack:
-            raise SpecError(f"template variables form a cycle: {' -> '.join([*self.stack, name])}")
-        self.stack.append(name)
-        value = self.raw[name]
-        if isinstance(value, str):
-            value = self.vformat(value, (), {})
-        elif isinstance(value, (list, tuple)):
-            value = [self.vformat(str(v), (), {}) for v in value]
-        self.stack.pop()
-        self.done[name] = value
-        return value
-
-
-def build_argv(template: str, variables: Mapping[str, Any]) -> list[str]:
-    """The argv of a command template for one cell (split first, then each token formatted: no shell, no injection).
-
-    Args:
-        template: a command line, e.g. "bash run.sh data.train_files={train} {extra}".
-        variables: the raw cell variables (see the module docstring).
-    """
-    resolver = _Resolver(variables)
-    argv: list[str] = []
-    for token in shlex.split(template):
-        whole = _WHOLE_FIELD.match(token)
-        if whole and isinstance(resolver.resolve(whole.group(1)), list):
-            argv.extend(resolver.resolve(whole.group(1)))
-        else:
-            argv.append(resolver.vformat(token, (), {}))
-    return argv
+TRAIN_MARKER, EVAL_MARKER = "train_done.json", "eval_done.json"
+CELL_FILE, METRICS_FILE = "cell.json", "metrics.json"
 
 
 @dataclass
@@ -138,6 +86,7 @@ class Cell:
     shot: int
     seed: int
     run_dir: Path
+    ckpt_dir: Path
     eval_dir: Path
     train_argv: list[str] | None
     eval_argv: list[str]
@@ -219,15 +168,33 @@ def validate_spec(spec: Mapping[str, Any]) -> None:
                 raise SpecError(f"method {name!r}: dataset {ds!r} is not under 'datasets'")
 
 
-def cell_variables(spec: Mapping[str, Any], method: str, dataset: str, shot: int, seed: int, output_root: str):
-    """The raw variables of a cell: defaults < spec vars < dataset entry < method vars; cell keys fixed last."""
+def known_variables(spec: Mapping[str, Any]) -> set[str]:
+    """Every variable a cell's templates can use that `--set` may override (not the cell keys, not output_root)."""
+    names = set(DEFAULT_VARS) | set(spec.get("vars") or {})
+    for entry in spec["datasets"].values():
+        names |= set(entry) - {"domain"}
+    for entry in spec["methods"].values():
+        names |= set((entry or {}).get("vars") or {})
+    return names - set(CELL_KEYS)
+
+
+def cell_variables(
+    spec: Mapping[str, Any],
+    method: str,
+    dataset: str,
+    shot: int,
+    seed: int,
+    output_root: str,
+    sets: Mapping[str, Any] | None = None,
+):
+    """The raw variables of a cell: defaults < spec vars < dataset entry < method vars < `sets`; cell keys last."""
     ds_entry = dict(spec["datasets"][dataset])
     domain = ds_entry.pop("domain")
     layers = [DEFAULT_VARS, spec.get("vars") or {}, ds_entry, (spec["methods"][method] or {}).get("vars") or {}]
     cell = {"method": method, "dataset": dataset, "domain": domain, "shot": shot, "seed": seed}
     cell |= {"python": sys.executable, "output_root": output_root}
     variables: dict[str, Any] = {}
-    for layer in layers:
+    for layer in [*layers, sets or {}]:
         clash = set(layer) & set(CELL_KEYS)
         if clash:
             raise SpecError(f"variables {sorted(clash)} are set by the cell and cannot be overridden")
@@ -243,6 +210,7 @@ def expand_cells(
     shots: Iterable[int] | None = None,
     seeds: Iterable[int] | None = None,
     output_root: str | None = None,
+    sets: Mapping[str, Any] | None = None,
 ) -> list[Cell]:
     """Every cell of the spec (optionally filtered), with argvs built; spec order: methods, datasets, shots, seeds.
 
@@ -251,6 +219,7 @@ def expand_cells(
         methods, datasets, shots, seeds: keep only these (None: all). A shot filter does not drop shot-independent
             methods (their single cell has shot 0).
         output_root: overrides the spec's output_root.
+        sets: variables overridden in every cell (`--set`; checked against `known_variables` by the CLI).
 
     Note:
         Shot-independent methods (zero_shot, prompt_injection by default; `shot_independent: true`) get one cell per
@@ -271,16 +240,24 @@ def expand_cells(
             for shot in method_shots:
                 for seed in spec["seeds"]:
                     if keep["s"] is None or seed in keep["s"]:
-                        cells.append(make_cell(spec, method, dataset, shot, seed, root))
+                        cells.append(make_cell(spec, method, dataset, shot, seed, root, sets))
     return cells
 
 
-def make_cell(spec: Mapping[str, Any], method: str, dataset: str, shot: int, seed: int, root: str) -> Cell:
+def make_cell(
+    spec: Mapping[str, Any],
+    method: str,
+    dataset: str,
+    shot: int,
+    seed: int,
+    root: str,
+    sets: Mapping[str, Any] | None = None,
+) -> Cell:
     """Resolve one cell's argvs, paths and environment."""
-    variables = cell_variables(spec, method, dataset, shot, seed, root)
+    variables = cell_variables(spec, method, dataset, shot, seed, root, sets)
     entry = spec["methods"][method] or {}
     train_cmd, eval_cmd = entry.get("train"), entry.get("eval", "eval")
-    resolver = _Resolver(variables)
+    resolver = Resolver(variables)
     env = {str(k): resolver.vformat(str(v), (), {}) for k, v in (spec.get("env") or {}).items()}
     return Cell(
         method=method,
@@ -289,6 +266,7 @@ def make_cell(spec: Mapping[str, Any], method: str, dataset: str, shot: int, see
         shot=shot,
         seed=seed,
         run_dir=Path(resolver.resolve("run_dir")),
+        ckpt_dir=Path(resolver.resolve("ckpt_dir")),
         eval_dir=Path(resolver.resolve("eval_dir")),
         train_argv=build_argv(spec["commands"][train_cmd], variables) if train_cmd else None,
         eval_argv=build_argv(spec["commands"][eval_cmd], variables),
@@ -296,58 +274,76 @@ def make_cell(spec: Mapping[str, Any], method: str, dataset: str, shot: int, see
     )
 
 
-def plan(cell: Cell) -> str:
-    """What running `cell` would do now: "done", "eval" (training finished or none), or "train+eval"."""
-    if cell.metrics_path.exists():
-        return "done"
-    if cell.train_argv is None or cell.train_marker.exists():
-        return "eval"
-    return "train+eval"
+def cell_steps(cell: Cell, cwd: str | None = None) -> tuple[Step | None, Step]:
+    """The cell's training step (None for evaluation-only methods) and evaluation step.
+
+    Note:
+        Nothing under {run_dir} is an input of training (its checkpoints, logs and markers live there); {ckpt_dir} is
+        emptied before a training that reruns for another reason than an interruption. The evaluation's inputs
+        include the checkpoint it evaluates; only its metrics.json is removed before it reruns.
+    """
+    train = None
+    if cell.train_argv is not None:
+        train = Step(
+            "train",
+            cell.train_argv,
+            marker=cell.train_marker,
+            log=cell.run_dir / "train.log",
+            env=cell.env,
+            cwd=cwd,
+            writes=[cell.run_dir],
+            clean=[cell.ckpt_dir],
+            resumable=True,
+        )
+    evaluation = Step(
+        "eval",
+        cell.eval_argv,
+        marker=cell.run_dir / EVAL_MARKER,
+        log=cell.run_dir / "eval.log",
+        env=cell.env,
+        cwd=cwd,
+        outputs=[cell.metrics_path],
+        writes=[cell.eval_dir],
+    )
+    return train, evaluation
 
 
-def _launch(argv: list[str], log: Path, env: Mapping[str, str], cwd: str | None) -> int:
-    """Run argv (no shell) with stdout+stderr appended to `log`; returns the exit code."""
-    import os
+def _todo(cell: Cell, runner: Runner, cwd: str | None) -> list[tuple[Step, str]]:
+    """The steps that must run now, each with why (empty: the cell is done)."""
+    train, evaluation = cell_steps(cell, cwd)
+    reason = runner.check(train) if train is not None else None
+    if reason is not None:
+        return [(train, reason), (evaluation, "after training")]
+    reason = runner.check(evaluation)
+    return [] if reason is None else [(evaluation, reason)]
 
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as f:
-        f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(argv)}\n")
-        f.flush()
-        try:
-            return subprocess.run(
-                argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd
-            ).returncode
-        except OSError as err:  # e.g. the program does not exist
-            f.write(f"# could not start: {err}\n")
-            return 127
+
+def plan(cell: Cell, cwd: str | None = None) -> str:
+    """What running `cell` would do now: "done", "eval" (training up to date or none), or "train+eval"."""
+    todo = _todo(cell, Runner(), cwd)
+    return "done" if not todo else "+".join(step.name for step, _ in todo)
 
 
 def run_cell(cell: Cell, dry_run: bool = False, echo: Callable[[str], None] = print, cwd: str | None = None) -> str:
     """Run (or, with dry_run, print) one cell; returns "skipped", "planned", "done" or "failed"."""
-    todo = plan(cell)
-    echo(f"[{cell.name}] {todo if todo != 'done' else 'done: metrics.json exists, skipped'}")
-    if todo == "done":
+    runner = Runner(echo=lambda text: echo(f"  {text}"))
+    todo = _todo(cell, runner, cwd)
+    if not todo:
+        echo(f"[{cell.name}] done before, skipped")
         return "skipped"
-    steps = ([("train", cell.train_argv)] if todo == "train+eval" else []) + [("eval", cell.eval_argv)]
+    echo(f"[{cell.name}] {'+'.join(step.name for step, _ in todo)}: {todo[0][1]}")
     if dry_run:
-        for role, argv in steps:
-            echo(f"  {role}: {shlex.join(argv)}")
+        for step, _ in todo:
+            echo(f"  {step.name}: {shlex.join(step.argv)}")
         return "planned"
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cell.run_dir / CELL_FILE, cell.record())
-    for role, argv in steps:
-        log = cell.run_dir / f"{role}.log"
-        echo(f"  {role}: {shlex.join(argv)}  (log: {log})")
-        started = time.time()
-        code = _launch(argv, log, cell.env, cwd)
-        if code != 0:
-            echo(f"  {role} FAILED with exit code {code}; see {log}")
+    for step, reason in todo:
+        try:
+            runner.run(step, reason)
+        except StepFailed as err:
+            echo(f"  {err}")
             return "failed"
-        if role == "train":
-            write_json_atomic(cell.train_marker, {"argv": argv, "seconds": round(time.time() - started, 1)})
-    if not cell.metrics_path.exists():
-        echo(f"  eval exited 0 but wrote no {cell.metrics_path}")
-        return "failed"
     return "done"
 
 

@@ -6,7 +6,8 @@
     python -m recipe.pivot.study --spec recipe/pivot/study/cpu_tiny.yaml --set base=... ...   # CPU, tiny model
     python -m recipe.pivot.study --spec ... --dry-run                                         # print the commands
 
-A spec mistake prints one line and exits 2; a failed stage names its log and exits 1 (rerun to resume).
+A spec mistake (an unknown `--set` or `--only` name included) prints one line and exits 2; a failed stage names its
+log and exits 1 (rerun to resume).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import argparse
 import signal
 import sys
 
-from recipe.pivot.study.runner import StudyError, load_spec, run
+from recipe.common.steps import parse_only
+from recipe.common.templates import SpecError
+from recipe.pivot.study.runner import StudyError, load_spec, plan, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="study spec YAML (vars, env, commands, encoders)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec var")
     parser.add_argument("--dry-run", action="store_true", help="print each pending stage's command, run nothing")
+    parser.add_argument("--only", default=None, help="comma-separated stages (and/or 'report') to run")
     parser.add_argument(
         "--jobs", type=int, default=1, help="stages run at once when their inputs are ready (1: one after another)"
     )
@@ -37,14 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         sets[key] = value
     try:
         spec = load_spec(args.spec, sets)
-    except (OSError, StudyError) as err:
+        only = parse_only(args.only, [*(stage.name for stage in plan(spec)), "report"])
+    except (OSError, StudyError, SpecError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        status = run(spec, dry_run=args.dry_run, jobs=args.jobs)
+        status = run(spec, dry_run=args.dry_run, jobs=args.jobs, only=only)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except SpecError as err:  # a template naming an unknown variable
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     ran, skipped = sum(s == "done" for s in status.values()), sum(s == "skipped" for s in status.values())
     print(f"study: {ran} stages run, {skipped} skipped -> {spec['vars']['out']}/report/results.md")
     return 0

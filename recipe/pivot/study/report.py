@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recipe.common.runs import read_metrics
 from recipe.pivot.study.paper import reference_lines
 from verl_ext.evaluation.plots import pyplot, save_figure_atomic
 from verl_ext.evaluation.runner import write_text_atomic
@@ -23,17 +24,6 @@ from verl_ext.probes.plots import plot_curves
 
 DPO_CURVES = ("dpo/loss", "dpo/reward_margin", "dpo/accuracy", "dpo/pairs", "actor/grad_norm")
 PROBE_PNGS = ("linear_*.png", "segmentation.png", "gradmaps.png", "weight_change.png")
-
-
-def read_metrics_jsonl(path: Path) -> dict[int, dict[str, float]]:
-    """verl's file-logger metrics {step: {key: value}} (missing file: empty)."""
-    out: dict[int, dict[str, float]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                out[int(record["step"])] = record["data"]
-    return out
 
 
 def _fmt(x: Any) -> str:
@@ -121,7 +111,7 @@ def write_report(spec: Mapping[str, Any], out: Path) -> Path:
     lines += table
     if acc:
         plot_accuracy(acc, report / "accuracy.png")
-    metrics = read_metrics_jsonl(out / "dpo" / "metrics.jsonl")
+    metrics = read_metrics(out / "dpo" / "metrics.jsonl")
     lines += dpo_lines(metrics)
     series = {k: [(s, float(v[k])) for s, v in metrics.items() if k in v] for k in DPO_CURVES}
     series = {k: v for k, v in series.items() if v}

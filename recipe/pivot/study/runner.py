@@ -2,7 +2,7 @@
 
 A study spec (YAML: `vars`, `env`, `commands`, `encoders`; `cpu_tiny.yaml`, `qwen25vl_3b.yaml`) holds one command
 TEMPLATE per stage; the runner fills in each stage's variables and runs it (no shell: templates are split first, then
-each token formatted, `recipe.domain_grpo.experiments.matrix.build_argv`). Stages, in order:
+each token formatted, `recipe.common.templates.build_argv`). Stages, in order:
 
 | stage | variables it gets | output (done when it exists) |
 |---|---|---|
@@ -15,8 +15,12 @@ each token formatted, `recipe.domain_grpo.experiments.matrix.build_argv`). Stage
 | eval_<name> | model, eval_dir, name | {eval_dir}/metrics.json |
 
 Every stage also gets every `vars` entry, `python`, `repo` (this checkout), `out`, `stage` and `ckpt` (its own output
-folder; the spec's `env` is formatted with them too, e.g. VERL_FILE_LOGGER_PATH={ckpt}/metrics.jsonl). A finished
-stage writes `{out}/stages/<stage>.json`; rerunning skips it. The report (`{out}/report`) is rebuilt at every run.
+folder; the spec's `env` is formatted with them too, e.g. VERL_FILE_LOGGER_PATH={ckpt}/metrics.jsonl). Stages run
+through `recipe.common.steps`: a finished stage writes `{out}/stages/<stage>.json`, and a rerun skips it only if its
+command (argv, env) and the inputs it names (data, base model, the checkpoints of earlier stages) are unchanged and its
+output exists; otherwise it reruns, saying why, from an emptied {ckpt} (kept when the last run was interrupted with
+the same command and inputs: verl resumes). `--set` takes only names under `vars`. The report (`{out}/report`) is
+rebuilt at every run (unless `--only` leaves it out).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from recipe.domain_grpo.experiments.matrix import _launch, build_argv
-from verl_ext.evaluation.runner import write_json_atomic
+from recipe.common.runs import final_hf
+from recipe.common.steps import Runner, Step, StepFailed, check_set_names
+from recipe.common.templates import SpecError, build_argv
 
 COMMANDS = ("pairs", "sft_rows", "sft", "dpo", "probes", "transplant", "stage1", "stage2", "eval")
 TOP_KEYS = {"vars", "env", "commands", "encoders"}
@@ -52,6 +56,7 @@ class Stage:
     variables: dict[str, Any]
     done: Callable[[], bool]
     deps: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)  # what the stage writes besides {ckpt} (never its inputs)
 
 
 def load_spec(path: str | os.PathLike, sets: Mapping[str, str] = ()) -> dict[str, Any]:
@@ -62,6 +67,10 @@ def load_spec(path: str | os.PathLike, sets: Mapping[str, str] = ()) -> dict[str
         raise StudyError(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(TOP_KEYS)}")
     spec.setdefault("vars", {})
     spec.setdefault("env", {})
+    try:
+        check_set_names(dict(sets), spec["vars"])
+    except SpecError as err:
+        raise StudyError(str(err)) from None
     for key, value in dict(sets).items():
         spec["vars"][key] = yaml.safe_load(value) if value.startswith("[") else value
     missing = [c for c in COMMANDS if c not in spec.get("commands", {})]
@@ -74,19 +83,6 @@ def load_spec(path: str | os.PathLike, sets: Mapping[str, str] = ()) -> dict[str
     if not set(encoders) <= set(ENCODERS) or not encoders:
         raise StudyError(f"encoders {encoders}: choose from {list(ENCODERS)}")
     return spec
-
-
-def final_hf(ckpt: str | os.PathLike) -> Path | None:
-    """The HF weights of verl's last checkpoint in `ckpt` (SFT: global_step_N/huggingface; RL: .../actor/...)."""
-    ckpt = Path(ckpt)
-    marker = ckpt / "latest_checkpointed_iteration.txt"
-    if not marker.exists():
-        return None
-    step = ckpt / f"global_step_{marker.read_text().strip()}"
-    for sub in ("huggingface", "actor/huggingface"):
-        if (step / sub / "config.json").exists():
-            return step / sub
-    return None
 
 
 def plan(spec: Mapping[str, Any]) -> list[Stage]:
@@ -115,7 +111,9 @@ def plan(spec: Mapping[str, Any]) -> list[Stage]:
     pairs_dep = [] if user_pairs else ["pairs"]
     if not user_pairs:
         stages.append(stage("pairs", "pairs", lambda: Path(pairs_file).exists(), []))
+        stages[-1].writes.append(base_vars["data_dir"])
     stages.append(stage("sft_rows", "sft_rows", lambda: Path(base_vars["sft_file"]).exists(), pairs_dep))
+    stages[-1].writes.append(base_vars["sft_file"])
     ckpts = {name: str(out / name) for name in ("sft", "dpo")}
     # DPO first: the longest stage (with --jobs > 1 the others run beside it)
     stages.append(stage("dpo", "dpo", trained(ckpts["dpo"]), pairs_dep, model=v["base"], ckpt=ckpts["dpo"]))
@@ -166,13 +164,37 @@ def stage_argv(stage: Stage) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+def stage_step(stage: Stage, out: Path) -> Step:
+    """The stage as a resumable step: marker `{out}/stages/<stage>.json`, log `{out}/logs/<stage>.log`, {ckpt} emptied
+    before it reruns."""
+    argv, env = stage_argv(stage)
+    return Step(
+        stage.name,
+        argv,
+        marker=out / "stages" / f"{stage.name}.json",
+        log=out / "logs" / f"{stage.name}.log",
+        env=env,
+        clean=[Path(stage.variables["ckpt"])],
+        writes=[Path(w) for w in stage.writes],
+        resumable=True,
+        done=stage.done,
+    )
+
+
 def run(
-    spec: Mapping[str, Any], dry_run: bool = False, echo: Callable[[str], None] = print, jobs: int = 1
+    spec: Mapping[str, Any],
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+    jobs: int = 1,
+    only: set[str] | None = None,
 ) -> dict[str, str]:
-    """Run every stage not done yet (up to `jobs` at once, each when its inputs are done); then the report.
+    """Run every stage not up to date (up to `jobs` at once, each when its inputs are done); then the report.
+
+    Args:
+        only: run just these stages (and write the report only if "report" is among them); the others count as done.
 
     Returns:
-        {stage: "done" | "skipped" | "planned"}.
+        {stage: "done" | "skipped" | "planned" | "excluded"}.
 
     Raises:
         StudyError: a stage failed (the others already running are waited for; nothing new starts).
@@ -185,27 +207,28 @@ def run(
     stages = plan(spec)
     for stage in stages:
         stage.variables["_env"] = dict(spec.get("env") or {})
-    status: dict[str, str] = {}
+    runner = Runner(echo=echo, dry_run=dry_run, state_dirs=[out / "stages", out / "logs"])
+    status: dict[str, str] = {s.name: "excluded" for s in stages if only is not None and s.name not in only}
     if dry_run:
         for stage in stages:
-            finished = (out / "stages" / f"{stage.name}.json").exists() and stage.done()
-            status[stage.name] = "skipped" if finished else "planned"
-            echo(f"[{stage.name}] " + ("done, skipped" if finished else shlex.join(stage_argv(stage)[0])))
+            if stage.name not in status:
+                status[stage.name] = runner.run(stage_step(stage, out))
         return status
-    pending, running, failed = list(stages), {}, None
+    pending, running, failed = [s for s in stages if s.name not in status], {}, None
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         while pending or running:
             for stage in list(pending):
                 if failed is not None or len(running) >= max(1, jobs):
                     break
-                if not all(status.get(d) in ("done", "skipped") for d in stage.deps):
+                if not all(status.get(d) in ("done", "skipped", "excluded") for d in stage.deps):
                     continue
                 pending.remove(stage)
-                if (out / "stages" / f"{stage.name}.json").exists() and stage.done():
-                    status[stage.name] = "skipped"
-                    echo(f"[{stage.name}] done, skipped")
+                step = stage_step(stage, out)
+                reason = runner.check(step)
+                if reason is None:
+                    status[stage.name] = runner.run(step)
                     continue
-                running[pool.submit(_execute, stage, out, echo)] = stage
+                running[pool.submit(_execute, runner, step, reason)] = stage
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -218,21 +241,16 @@ def run(
         raise StudyError(f"stage {failed.name} failed; see {out / 'logs' / (failed.name + '.log')}")
     if pending:
         raise StudyError(f"stages never became ready: {[s.name for s in pending]}")
-    write_report(spec, out)
+    if only is None or "report" in only:
+        write_report(spec, out)
     return status
 
 
-def _execute(stage: Stage, out: Path, echo: Callable[[str], None]) -> bool:
-    """Run one stage; write its marker on success. Returns whether it succeeded (and produced its output)."""
-    argv, env = stage_argv(stage)
-    log = out / "logs" / f"{stage.name}.log"
-    echo(f"[{stage.name}] {shlex.join(argv)}  (log: {log})")
-    started = time.time()
-    code = _launch(argv, log, env, cwd=None)
-    if code != 0 or not stage.done():
-        echo(f"[{stage.name}] FAILED (exit {code}); see {log}")
+def _execute(runner: Runner, step: Step, reason: str) -> bool:
+    """Run one stage (its marker written on success). Returns whether it succeeded and produced its output."""
+    try:
+        runner.run(step, reason)
+    except StepFailed as err:
+        runner.echo(f"[{step.name}] FAILED: {err}")
         return False
-    seconds = round(time.time() - started, 1)
-    write_json_atomic(out / "stages" / f"{stage.name}.json", {"argv": argv, "seconds": seconds})
-    echo(f"[{stage.name}] done in {seconds} s")
     return True

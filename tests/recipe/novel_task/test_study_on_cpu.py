@@ -18,6 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recipe.common.runs import read_metrics
+
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 1500
 COMPONENTS = {"score", "hit", "acc", "format", "answer_valid", "dense"}
@@ -45,7 +47,7 @@ def study(tmp_path_factory):
         pytest.fail(f"the study did not finish in {TIMEOUT_S} s:\n{out[-4000:]}")
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((root / "logs").glob("*.log")))
     assert proc.returncode == 0, out[-3000:] + logs[-9000:]
-    for mark in sorted((root / ".study").glob("*.done.json")):
+    for mark in sorted((root / ".study").glob("*.done.json")):  # the runner's done-markers
         print(f"{mark.name.removesuffix('.done.json'):22s} {json.loads(mark.read_text())['seconds']:6.1f} s")
     return root
 
@@ -66,12 +68,12 @@ def test_grpo_dumps_rollouts_with_row_ids_and_reward_components(study):
                     "ground_truth"
                 ]
             )
-    metrics = [json.loads(line) for line in (study / "grpo/metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
-    for m in metrics:
+    metrics = read_metrics(study / "grpo/metrics.jsonl")
+    assert sorted(metrics) == [1, 2]
+    for m in metrics.values():
         for key in ("reward/hit/mean", "reward/acc/mean", "reward/format/mean", "reward/dense/mean"):
-            assert math.isfinite(m["data"][key]), key
-        assert m["data"]["actor/grad_norm"] > 0  # the dense toy reward gives GRPO a signal
+            assert math.isfinite(m[key]), key
+        assert m["actor/grad_norm"] > 0  # the dense toy reward gives GRPO a signal
 
 
 @pytest.mark.slow
@@ -130,3 +132,21 @@ def test_report_table_and_pictures(study):
         assert (study / f"report/{png}.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((study / "report/results.json").read_text())
     assert [p[0] for p in results["methods"]["sft"]["curve"]] == [0, 2]
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_every_step_and_another_model_reruns_what_names_it(study):
+    spec = REPO / "recipe/novel_task/config/study_cpu.yaml"
+    argv = [sys.executable, "-m", "recipe.novel_task.study", "--spec", str(spec), "--output-root", str(study)]
+    argv += ["--dry-run"]
+    same = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    # nothing changed: no step's command or inputs differ from what produced its marker (no later step rewrote them)
+    assert same.returncode == 0 and "would run" not in same.stdout, same.stdout + same.stderr
+    assert same.stdout.count("done before, skipped") == 17
+    other = subprocess.run([*argv, "--set", f"model={study}/another-model"], cwd=REPO, capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    for step in ("model", "base_eval", "grpo", "sft", "sft_rollouts", "likelihood"):  # the steps naming {model}
+        assert f"[{step}] would run (command changed: argv[" in other.stdout, other.stdout
+    assert "[data_s2] done before, skipped" in other.stdout
+    typo = subprocess.run([*argv, "--set", "modle=x"], cwd=REPO, capture_output=True, text=True)
+    assert typo.returncode == 2 and "--set modle: unknown name; known: batch, compare, data, eval" in typo.stderr

@@ -73,7 +73,7 @@ def _changed(a: dict, b: dict) -> dict[str, int]:
 
 
 def _final(ckpt: Path) -> Path:
-    from recipe.pivot.study.runner import final_hf
+    from recipe.common.runs import final_hf
 
     found = final_hf(ckpt)
     assert found is not None, f"no HF weights under {ckpt}"
@@ -81,9 +81,9 @@ def _final(ckpt: Path) -> Path:
 
 
 def test_dpo_through_verl_with_both_pair_sources(study):
-    from recipe.pivot.study.report import read_metrics_jsonl
+    from recipe.common.runs import read_metrics
 
-    metrics = read_metrics_jsonl(study["out"] / "dpo" / "metrics.jsonl")
+    metrics = read_metrics(study["out"] / "dpo" / "metrics.jsonl")
     assert sorted(metrics) == [1, 2]
     for m in metrics.values():
         assert m["dpo/pairs_offline"] == 2.0  # 2 prompts per batch, each an offline pair

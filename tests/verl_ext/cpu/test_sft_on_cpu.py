@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recipe.common.runs import final_hf
 from recipe.common.sft import cpu_sft_command as sft_command
-from recipe.common.sft import final_hf_dir
 from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_verls_sft_trainer_trains_vision_merger_and_llm_on_real_tiles(tmp_path, 
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     before = _parts(load_file(model / "model.safetensors"))
-    after = _parts(load_file(final_hf_dir(tmp_path / "ckpt", 2) / "model.safetensors"))
+    after = _parts(load_file(final_hf(tmp_path / "ckpt") / "model.safetensors"))
     for part, weights in before.items():
         assert weights, f"no {part} weights found"
         changed = [k for k, v in weights.items() if not torch.equal(v, after[part][k])]
