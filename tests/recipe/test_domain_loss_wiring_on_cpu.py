@@ -9,6 +9,7 @@ rows) keep their inputs and add nothing, and the DC term is added to verl's ppo_
 from functools import partial
 from types import SimpleNamespace
 
+import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorStack
@@ -57,7 +58,8 @@ class FakeEngine:
         return SimpleNamespace()
 
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
-        logits_processor_func(student_logits=self.logits[self.calls % len(self.logits)], data=micro_batch)
+        # `* 1.0` inside the worker's grad context: no graph to the view's logits when the pass wants none
+        logits_processor_func(student_logits=self.logits[self.calls % len(self.logits)] * 1.0, data=micro_batch)
         self.calls += 1
         return {}
 
@@ -244,7 +246,79 @@ def test_a_view_that_cannot_be_built_names_its_row():
     data["data_source"] = NonTensorStack("ucm", "ucm")
     mm = per_sample_values(data["multi_modal_inputs"])
     data["multi_modal_inputs"] = NonTensorStack(mm[0], {**mm[1], "pixel_values": torch.zeros(4, 5)})  # bad width
-    import pytest
-
     with pytest.raises(RuntimeError, match=r"cannot build the 'rot90' view of row ucm/8"):
         _views().micro_batch(data, 0)
+
+
+def test_answer_scope_keeps_only_the_tokens_inside_the_answer_tags():
+    # token texts: 0 "<answer>", 1 "A", 2 "</answer>". Sample 0 answers [0, 1] = "<answer>A" (not well formed: no
+    # span, nothing); sample 1 answers [0, 1, 2] = "<answer>A</answer>": only its token 1, predicted at packed
+    # position 5 + 2 (prompt) + 1 - 1 = 7, is in scope.
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(4)
+    original = torch.randn(1, nnz, VOCAB, generator=gen)
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen)
+    domain = DomainConfig.from_dict({"shaping": {"scope": "answer"}})
+    texts = {0: "<answer>", 1: "A", 2: "</answer>"}
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views(), token_text=texts.__getitem__)
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)
+    mask = torch.zeros(1, nnz, dtype=torch.bool)
+    mask[0, 7] = True
+    torch.testing.assert_close(out[DIVERGENCE_KEY], full_vocab_divergence(transformed, original, mask, "js").float())
+    assert out[SCOPE_FIELD].tolist() == mask.float().tolist()
+
+
+def test_sequence_level_puts_each_samples_f_of_r_on_its_scope():
+    from verl_ext.domain_loss import js_integrand
+
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(5)
+    original = torch.randn(1, nnz, VOCAB, generator=gen)
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen)
+    domain = DomainConfig.from_dict({"shaping": {"level": "sequence"}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)[DIVERGENCE_KEY][0]  # (nnz,)
+    tokens = torch.cat([_input_ids(5), _input_ids(5)])  # position i is scored on the token at i + 1
+
+    def log_ratio(position: int) -> float:
+        label = tokens[position + 1]
+        p, q = transformed[0, position].double().log_softmax(-1), original[0, position].double().log_softmax(-1)
+        return (p[label] - q[label]).item()
+
+    for positions in ([2, 3], [6, 7, 8]):  # sample 0's and sample 1's response positions
+        expected = js_integrand(torch.tensor(sum(log_ratio(i) for i in positions), dtype=torch.float64)).item()
+        assert 0 < expected
+        for i in positions:
+            assert out[i].item() == pytest.approx(expected, rel=1e-5)  # float64 f, stored in fp32
+    assert out[[0, 1, 4, 5, 9]].abs().max() == 0
+
+
+@pytest.mark.parametrize(("target", "orig_grad", "trans_grad"), [("both", True, True), ("original", False, True)])
+def test_constraint_target_decides_which_views_logits_get_gradient(target, orig_grad, trans_grad):
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(6)
+    original = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    domain = DomainConfig.from_dict({"constraint": {"target": target}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "constraint"})
+    loss(student_logits=original, data=data)[DIVERGENCE_KEY].sum().backward()
+    assert (original.grad is not None) is orig_grad and (transformed.grad is not None) is trans_grad
+
+
+def test_constraint_target_transformed_runs_the_view_without_a_graph():
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(7)
+    original = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    domain = DomainConfig.from_dict({"constraint": {"target": "transformed"}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "constraint"})
+    loss(student_logits=original, data=data)[DIVERGENCE_KEY].sum().backward()
+    assert original.grad is not None and transformed.grad is None
