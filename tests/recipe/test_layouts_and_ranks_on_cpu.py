@@ -36,6 +36,8 @@ LAYOUTS = {
     "packed_2ranks": ["actor_rollout_ref.model.use_remove_padding=true", "trainer.n_gpus_per_node=2"],
 }
 COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
+# relative to the value's own size (no absolute slack: D_i and the DC term are small)
+REL_TOLERANCE = dict.fromkeys(COMPARED, 1e-4)
 
 
 def _crop(image: dict, size: tuple[int, int]) -> dict:
@@ -83,4 +85,7 @@ def test_the_runs_sampled_the_same_batch(runs):
 
 def test_packed_two_ranks_match_padded_one_rank(runs):
     for key in COMPARED:
-        assert runs["packed_2ranks"][key] == pytest.approx(runs["padded_1rank"][key], rel=1e-5, abs=1e-6), key
+        print(key, runs["padded_1rank"][key], runs["packed_2ranks"][key])
+    for key in COMPARED:
+        reference = runs["padded_1rank"][key]
+        assert runs["packed_2ranks"][key] == pytest.approx(reference, rel=REL_TOLERANCE[key], abs=0), key
