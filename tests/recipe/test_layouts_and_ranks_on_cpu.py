@@ -35,8 +35,12 @@ LAYOUTS = {
 }
 COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
 # Relative to each value's own size, no absolute slack: D_i and the DC term are ~1e-6 here, so an absolute 1e-6 would
-# accept any bug that halves them.
-REL_TOLERANCE = dict.fromkeys(COMPARED, 1e-4)
+# accept a bug that halves them. They are divergences between two views that differ by ~1e-3 in the logits, computed
+# from logits whose packed and padded forwards round differently, so they agree to less than the losses do.
+REL_TOLERANCE = {
+    **dict.fromkeys(("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss"), 1e-2),
+    **dict.fromkeys(("actor/grad_norm", "actor/pg_loss"), 1e-4),
+}
 
 
 def layout_mismatches(reference: dict, other: dict) -> list[str]:
@@ -83,7 +87,7 @@ def test_a_halved_divergence_fails_the_comparison():
     old_accepts = [k for k in COMPARED if halved[k] == pytest.approx(reference[k], rel=1e-5, abs=1e-6)]
     assert {"domain/js_min", "domain/js_mean"} <= set(old_accepts)
     assert len(layout_mismatches(reference, halved)) == 4
-    noisy = {k: v * (1 + 3e-5) for k, v in reference.items()}
+    noisy = {k: v * (1 + 5e-5) for k, v in reference.items()}
     assert layout_mismatches(reference, noisy) == []
 
 
