@@ -4,8 +4,8 @@ verl's `AlgoConfig` is a strict dataclass (unknown keys under `algorithm` fail),
 own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mirrors these dataclasses key by key.
 
     domain:
-      constraint: {enable, weight, divergence, estimator, detach_transformed, loss_agg_mode, chunk_tokens}  # DC (3)
-      shaping:    {enable, divergence, estimator, base_estimator}                                           # DR (5)
+      constraint: {enable, weight, divergence, estimator, target, scope, loss_agg_mode, chunk_tokens}  # DC (3)
+      shaping:    {enable, divergence, estimator, level, scope, base_estimator}                        # DR (5)
       transforms: {names, mode, seed, modules, params}
       validation: {enable, max_rows}          # invariance metrics in verl's validation (val-domain/...)
 
@@ -31,6 +31,12 @@ ESTIMATORS = ("full", "k1", "k2", "k3")
 # clamped to [0, 1]).
 CONSTRAINT_ESTIMATORS = ("full", "k2", "k3")
 TRANSFORM_MODES = ("sample", "fixed", "mixture")
+# which tokens the terms see: every response token, or those inside the answer tags (domain_loss.answer_span)
+SCOPES = ("response", "answer")
+# DC gradient: both views | only the transformed view learns (π on x detached) | only the original (π^D detached)
+CONSTRAINT_TARGETS = ("both", "original", "transformed")
+# D_i: mean per-token divergence (token) | f(r) of the sampled response's likelihood ratio (sequence)
+CONSISTENCY_LEVELS = ("token", "sequence")
 # verl estimators that cannot be DR's base: they need inputs verl's compute_advantage hands only to them by name
 # (a critic's values, GDPO's reward components, OTB's sum_pi_squared), or they are domain_grpo itself.
 INVALID_BASE_ESTIMATORS = ("gae", "gdpo", "optimal_token_baseline", "tir_optimal_token_baseline", "domain_grpo")
@@ -56,7 +62,11 @@ class DomainConstraintConfig:
         divergence: "kl" (paper) or "js" (Table 8 ablation).
         estimator: "full" vocabulary distributions (default) or the sampled-token "k2"/"k3" estimate (verl's
             `kl_penalty`; "k1" is refused: unbounded below, minimising it lowers π^D(o) instead of aligning the views).
-        detach_transformed: stop the gradient through π^D (the transformed view is a target); cheaper.
+        target: which view learns: "both" (default; the paper's π^D_θ shares θ), "original" (π on x detached: the
+            transformed view is pulled toward the original) or "transformed" (π^D detached, a target; cheaper).
+        scope: "response" (every response token, default) or "answer" (only the tokens inside the answer tags; a
+            response without a well-formed answer adds nothing).
+        detach_transformed: deprecated alias: true means `target=transformed` (refused with another target).
         loss_agg_mode: aggregation as verl's `agg_loss`; None uses the actor's `loss_agg_mode`.
         chunk_tokens: tokens per chunk of the full-vocabulary divergence; None sizes chunks to ~2^25 elements.
     """
@@ -65,6 +75,8 @@ class DomainConstraintConfig:
     weight: float = 1.0
     divergence: str = "kl"
     estimator: str = "full"
+    target: str = "both"
+    scope: str = "response"
     detach_transformed: bool = False
     loss_agg_mode: str | None = None
     chunk_tokens: int | None = None
@@ -83,6 +95,15 @@ class DomainConstraintConfig:
             )
         if not self.weight >= 0:
             raise DomainConfigError(f"domain.constraint.weight={self.weight} must be >= 0 (0 disables the term)")
+        _check_choice("constraint.target", self.target, CONSTRAINT_TARGETS)
+        _check_choice("constraint.scope", self.scope, SCOPES)
+        if self.detach_transformed is True:  # the deprecated alias
+            if self.target not in ("both", "transformed"):
+                raise DomainConfigError(
+                    f"domain.constraint.detach_transformed=true (deprecated: = target=transformed) contradicts "
+                    f"domain.constraint.target={self.target}; drop detach_transformed"
+                )
+            object.__setattr__(self, "target", "transformed")
         if self.loss_agg_mode is not None:
             _check_choice("constraint.loss_agg_mode", self.loss_agg_mode, LOSS_AGG_MODES)
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
@@ -103,6 +124,11 @@ class DomainShapingConfig:
         divergence: "js" (paper; bounded in [0, 1]) or "kl" (ablation; mapped to [0, 1] as min(KL, 1)).
         estimator: "full" vocabulary distributions (default) or the sampled-token "k1"/"k2"/"k3" estimate, mapped to
             [0, 1] as clamp(·, 0, 1).
+        level: "token" (default): D_i = mean per-token divergence over the scope; "sequence": D_i = min(f(r_i), 1),
+            r_i = π^D(o_i)/π(o_i) over the scope's sampled tokens, f the JS integrand (E[f(r)] = the sequence-level
+            JS); needs divergence=js and estimator=full.
+        scope: "response" (default) or "answer" (only the tokens inside the answer tags; a response without a
+            well-formed answer gets D_i = 0, i.e. its advantage unshaped).
         base_estimator: the verl outcome estimator whose advantages A_i are shaped: "grpo" (the paper's, default),
             or any other registered one ("rloo", "reinforce_plus_plus", "opo", ...); checked against verl's registry
             at start-up. With shaping off, domain_grpo equals this estimator bit for bit.
@@ -111,11 +137,21 @@ class DomainShapingConfig:
     enable: bool = True
     divergence: str = "js"
     estimator: str = "full"
+    level: str = "token"
+    scope: str = "response"
     base_estimator: str = "grpo"
 
     def __post_init__(self) -> None:
         _check_choice("shaping.divergence", self.divergence, DIVERGENCES)
         _check_choice("shaping.estimator", self.estimator, ESTIMATORS)
+        _check_choice("shaping.level", self.level, CONSISTENCY_LEVELS)
+        _check_choice("shaping.scope", self.scope, SCOPES)
+        if self.level == "sequence" and (self.divergence, self.estimator) != ("js", "full"):
+            raise DomainConfigError(
+                "domain.shaping.level=sequence scores the sampled response with the JS integrand f(r): set "
+                "domain.shaping.divergence=js and domain.shaping.estimator=full "
+                f"(got {self.divergence}, {self.estimator})"
+            )
         if not isinstance(self.base_estimator, str) or self.base_estimator in INVALID_BASE_ESTIMATORS:
             raise DomainConfigError(
                 f"domain.shaping.base_estimator={self.base_estimator!r} cannot be shaped (it needs inputs verl hands "

@@ -7,13 +7,14 @@
   response is teacher-forced identically. A row without an image (verl's synthetic padding rows copy sample 0's
   fields but are text-only) or whose image tokens do not match its grid keeps its original inputs and is marked
   invalid: it contributes nothing to DC and D_i.
-- `response_position_mask`: which positions of the packed token stream carry the logits of response tokens — found by
-  running verl's own `no_padding_2_padding` (the function that slices log-probs) on the position indices.
+- `response_position_mask`: which positions of the packed token stream carry the logits of (in-scope) response
+  tokens — found by running verl's own `no_padding_2_padding` (the function that slices log-probs) on the position
+  indices; `answer_token_mask` gives the answer scope's tokens from the response token ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,9 @@ from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorData, NonTensorStack
 from verl.workers.utils.padding import no_padding_2_padding
 
+from recipe.domain_grpo.keys import VIEW_KEY
+from verl_ext.domain_loss import answer_span
 from verl_ext.views import PatchLayout, image_token_count, mrope_position_ids, patch_view
-
-VIEW_KEY = "domain_view"
 
 
 def per_sample_values(value) -> list:
@@ -231,11 +232,34 @@ def sample_positions(data: TensorDict, total_nnz: int) -> torch.Tensor:
     return owner[:total_nnz]
 
 
-def response_position_mask(data: TensorDict, total_nnz: int) -> torch.Tensor:
-    """`[total_nnz]` bool: the packed positions whose logits predict a response token (verl's own slicing)."""
+def response_position_mask(data: TensorDict, total_nnz: int, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`[total_nnz]` bool: the packed positions whose logits predict a response token (verl's own slicing).
+
+    Args:
+        token_mask: optional `[bsz, max_response_len]` bool, the response tokens to keep (e.g. the answer span).
+    """
     index = torch.arange(total_nnz, device=data["responses"].device if "responses" in data else None)
     positions = no_padding_2_padding(index, data)  # [bsz, max_response_len]
     response_mask = data.select("response_mask").to_padded_tensor()["response_mask"].bool()  # [bsz, max_response]
+    response_mask = response_mask[:, : positions.shape[1]]
+    if token_mask is not None:
+        response_mask = response_mask & token_mask[:, : positions.shape[1]].to(response_mask.device)
     mask = torch.zeros(total_nnz, dtype=torch.bool, device=index.device)
-    mask[positions[response_mask[:, : positions.shape[1]]]] = True
+    mask[positions[response_mask]] = True
+    return mask
+
+
+def answer_token_mask(data: TensorDict, token_text: Callable[[int], str]) -> torch.Tensor:
+    """`[bsz, max_response_len]` bool: the response tokens inside each sample's answer tags (`answer_span`).
+
+    Args:
+        token_text: a token id's text (the tokenizer's decode of that one id).
+    """
+    responses = data["responses"]
+    rows = list(responses.unbind()) if responses.is_nested else list(responses)
+    width = max((len(row) for row in rows), default=0)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        inside = answer_span([token_text(int(t)) for t in row.tolist()])
+        mask[i, : len(inside)] = torch.tensor(inside, dtype=torch.bool)
     return mask

@@ -1,8 +1,9 @@
 """The `domain_grpo` v1 trainer mode: verl's synchronous trainer, handing each sample's D_i to the estimator.
 
 Select it with `trainer.v1.trainer_mode=domain_grpo`. The override is `_compute_advantage`: it reads the per-token
-`domain_divergence` field (written by the actor worker's old-log-prob pass, in verl's nested token layout) from
-TransferQueue and reduces it to each sample's D_i (mean over its response tokens, capped at 1). Then exactly one of:
+`domain_divergence` and `domain_scope` fields (written by the actor worker's old-log-prob pass, in verl's nested token
+layout) from TransferQueue and reduces them to each sample's D_i (`verl_ext.domain_loss.sample_consistency`: mean over
+its in-scope response tokens, capped at 1). Then exactly one of:
 - stock verl 0.9.1: opens `verl_ext.estimator.domain_advantage_inputs` around verl's own, unchanged
   `_compute_advantage`, whose `compute_advantage` calls the estimator verl_ext registered;
 - verl patched with `upstream/verl-0.9.1-domain_grpo.patch` (detected by `verl_has_domain_grpo`): writes D_i as the
@@ -18,22 +19,22 @@ from typing import Any
 
 import torch
 import transfer_queue as tq
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
-from verl.workers.utils.padding import response_from_nested
 
-from recipe.domain_grpo.validation import DomainValidationMixin
-from verl_ext.config import DomainConfig, DomainConfigError
-from verl_ext.divergences import per_sample_mean
+from recipe.domain_grpo.keys import (
+    BASE_ESTIMATOR_KEY,
+    CONSISTENCY_FIELD,
+    DIVERGENCE_FIELD,
+    SCOPE_FIELD,
+    TRAINER_MODE,
+    TRANSFORM_MASK_FIELD,
+)
+from recipe.domain_grpo.validation import DomainValidationMixin, consistency_from_fields, domain_config
+from verl_ext.config import DomainConfigError
 from verl_ext.estimator import check_base_estimator, consistency_weights, domain_advantage_inputs, verl_has_domain_grpo
-
-DIVERGENCE_FIELD = "domain_divergence"
-CONSISTENCY_FIELD = "domain_consistency"  # per-sample D_i `[batch]`, read by a patched verl's _compute_advantage
-BASE_ESTIMATOR_KEY = "domain_grpo_base_estimator"  # a patched verl's typed AlgoConfig field
-TRANSFORM_MASK_FIELD = "domain_transform_mask"
-TRAINER_MODE = "domain_grpo"
 
 
 def consistency_metrics(consistency: torch.Tensor) -> dict[str, float]:
@@ -60,21 +61,16 @@ def transform_counts(transform_masks: torch.Tensor, names: Sequence[str]) -> dic
     return {f"domain/transform_count/{name}": c for name, c in counts.items() if c}
 
 
-def sample_consistency(per_token: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """D_i of eq. (4) from the worker's per-token divergence (nested, whole sequence) -> `[batch]` in [0, 1].
+def empty_scope_count(scope: Any, transform_masks: torch.Tensor) -> dict[str, int]:
+    """`domain/empty_scope_count`: samples with a built view but no in-scope token (with `domain.shaping.scope=answer`:
+    no well-formed answer), whose D_i is 0 (advantage unshaped).
 
-    Note:
-        JS is already in [0, 1]; a KL (`domain.shaping.divergence=kl`) is capped as min(KL, 1).
+    Args:
+        scope: the worker's `domain_scope` field (nested `[batch, j]`).
+        transform_masks: `[batch]` the worker's bit masks (0: no view built).
     """
-    padded = response_from_nested(per_token, response_mask).to_padded_tensor(0.0)  # [batch, response_len]
-    mask = response_mask.to_padded_tensor(0) if response_mask.is_nested else response_mask  # [batch, response_len]
-    return per_sample_mean(padded.float(), mask.float()).clamp(0.0, 1.0)
-
-
-def domain_config(config: DictConfig) -> DomainConfig:
-    """The run's parsed `domain:` section (defaults where it is absent)."""
-    section = config.get("domain")
-    return DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})
+    in_scope = torch.stack([row.sum() for row in scope.unbind()]) if scope.is_nested else scope.sum(-1)  # [batch]
+    return {"domain/empty_scope_count": int(((in_scope == 0) & (transform_masks.reshape(-1) != 0)).sum())}
 
 
 def prepare_algorithm_config(config: DictConfig) -> None:
@@ -126,11 +122,12 @@ class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
         domain = domain_config(self.config)
         consistency = None
         if is_domain_grpo and domain.shaping.enable:
-            fields = [DIVERGENCE_FIELD, "response_mask", TRANSFORM_MASK_FIELD]
+            fields = [DIVERGENCE_FIELD, SCOPE_FIELD, "response_mask", TRANSFORM_MASK_FIELD]
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-            consistency = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"])  # [batch], keys order
+            consistency = consistency_from_fields(data)  # [batch], keys order
             metrics.update(consistency_metrics(consistency))
             metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD], domain.transforms.names))
+            metrics.update(empty_scope_count(data[SCOPE_FIELD], data[TRANSFORM_MASK_FIELD]))
         if verl_has_domain_grpo():  # verl's own compute_advantage hands D_i to verl's own domain_grpo
             if is_domain_grpo:
                 if consistency is None:  # shaping off: D ≡ 0, the base estimator's advantages bit for bit

@@ -5,8 +5,9 @@ After verl's own `_validate` (its `val-core/...` metrics unchanged), the recipe'
 whitelist does not allow T are skipped for it), through verl's own agent loop, rollout and reward loop, with the
 validation sampling settings (`rollout.val_kwargs`). The image is transformed before the processor, as the
 `grpo_da` baseline does (`domain_val_view` row field → the recipe's agent loop). On the original view's responses the
-actor then measures D = D_JS(π(·|T(x)) ‖ π(·|x)), teacher-forced, per response token (the old-log-prob pass of
-`domain.shaping`, marked `domain_val_divergence`), averaged over each response's tokens.
+actor then measures D(π(·|T(x)) ‖ π(·|x)), teacher-forced, exactly as DR's D_i (the old-log-prob pass of
+`domain.shaping`, marked `domain_val_divergence`: its divergence, scope and level; by default the JS per response
+token averaged over each response's tokens).
 
 Metrics, per data source (`val-domain/<data_source>/...`), next to verl's `val-core/...`:
 
@@ -29,10 +30,38 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from recipe.domain_grpo.keys import DIVERGENCE_FIELD, SCOPE_FIELD, VAL_DIVERGENCE_FLAG, VAL_VIEW_FIELD, VIEW_KEY
+from verl_ext.config import DomainConfig
+from verl_ext.domain_loss import sample_consistency
+
 logger = logging.getLogger(__name__)
-VIEW_FIELD = "domain_val_view"  # per-row field: the agent loop transforms the row's images by this name
-DIVERGENCE_FLAG = "domain_val_divergence"  # batch flag: the actor's consistency pass on validation responses
 PREFIX = "val-domain"
+
+
+def domain_config(config: Any) -> DomainConfig:
+    """The run's parsed `domain:` section (defaults where it is absent)."""
+    from omegaconf import OmegaConf
+
+    section = config.get("domain")
+    return DomainConfig.from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})
+
+
+def consistency_from_fields(fields: Any) -> torch.Tensor:
+    """D_i `[batch]` from the actor's TransferQueue fields (`domain_divergence`, `domain_scope`, `response_mask`).
+
+    The fields are per position of the whole sequence (verl's nested layout, position i scores token i + 1);
+    verl's `response_from_nested` slices the response part, then `verl_ext.domain_loss.sample_consistency` takes
+    each sample's mean over its in-scope tokens, capped at 1.
+    """
+    from verl.workers.utils.padding import response_from_nested
+
+    response_mask = fields["response_mask"]
+    mask = response_mask.to_padded_tensor(0) if response_mask.is_nested else response_mask  # [batch, response_len]
+    per_token = response_from_nested(fields[DIVERGENCE_FIELD], response_mask).to_padded_tensor(0.0)
+    scope = response_from_nested(fields[SCOPE_FIELD], response_mask).to_padded_tensor(0.0)
+    return sample_consistency(per_token, scope * mask)  # [batch]
 
 
 @dataclass(frozen=True)
@@ -131,8 +160,6 @@ class DomainValidationMixin:
 
     def _validate(self) -> dict[str, float]:
         metrics = super()._validate()
-        from recipe.domain_grpo.trainer import domain_config
-
         domain = domain_config(self.config)
         if domain.validation.enable and domain.transforms.names:
             metrics.update(self._validate_invariance(domain))
@@ -167,7 +194,7 @@ class DomainValidationMixin:
         from verl.utils import tensordict_utils as tu
         from verl.utils.dataset.rl_dataset import collate_fn
 
-        batch_dict = collate_fn([{**row, VIEW_FIELD: view} for row in rows])
+        batch_dict = collate_fn([{**row, VAL_VIEW_FIELD: view} for row in rows])
         batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in rows], dtype=object)
         batch = tu.get_tensordict(batch_dict)
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
@@ -209,11 +236,10 @@ class DomainValidationMixin:
         from tensordict.tensorclass import NonTensorStack
         from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 
-        from recipe.domain_grpo.trainer import DIVERGENCE_FIELD, sample_consistency
         from verl_ext.transforms import draw_seed
 
         specs = [
-            {"domain_view": [{"transform": transform, "seed": draw_seed(domain.transforms.seed, -1, f"val:{r.row}")}]}
+            {VIEW_KEY: [{"transform": transform, "seed": draw_seed(domain.transforms.seed, -1, f"val:{r.row}")}]}
             for r in records
         ]
         fields = TensorDict({}, batch_size=[len(specs)])
@@ -226,14 +252,13 @@ class DomainValidationMixin:
                 "calculate_entropy": False,
                 "compute_loss": False,
                 "temperature": self.config.actor_rollout_ref.rollout.temperature,
-                DIVERGENCE_FLAG: True,
+                VAL_DIVERGENCE_FLAG: True,
             }
         )
         self.actor_rollout_wg.compute_log_prob(padded)
-        data = tq.kv_batch_get(
-            keys=batch.keys, partition_id=batch.partition_id, select_fields=[DIVERGENCE_FIELD, "response_mask"]
-        )
-        values = sample_consistency(data[DIVERGENCE_FIELD], data["response_mask"]).tolist()
+        fields = [DIVERGENCE_FIELD, SCOPE_FIELD, "response_mask"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        values = consistency_from_fields(data).tolist()
         pad_keys = padded.keys[len(batch.keys) :]
         if pad_keys:
             tq.kv_clear(keys=pad_keys, partition_id=batch.partition_id)

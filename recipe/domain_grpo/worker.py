@@ -8,12 +8,16 @@ loss function as the processor. `DomainLoss` is that loss function. Called as th
 logits, it runs the same engine methods (`prepare_model_inputs` → `module` → `prepare_model_outputs`) on a copy of
 the micro-batch whose multi-modal inputs and position ids are the transformed view's — built here from the sample's
 own processed pixels (`micro_batch.ViewBuilder`; the agent loop sends only the transform's name and seed) — and
-returns the per-token divergence between the views in verl's own token layout (padded or packed). Called as the loss,
-it adds λ · agg_loss(divergence) to verl's `ppo_loss`. One backward covers both views; FSDP and the rollout are
-untouched. Rows without a view (verl's text-only padding rows, text-only data) keep their inputs and add nothing.
+returns the per-token divergence between the views (`verl_ext.domain_loss.token_divergence`) and the scope it covers
+(every response token, or the answer span), in verl's own token layout (padded or packed). Called as the loss, it adds
+the DC term (`verl_ext.domain_loss.constraint_term`) to the loss verl's worker chose — `ppo_loss`, or
+`distillation_ppo_loss` with distillation on, whose logits-processor outputs it also passes through — so every term
+of verl's own loss is kept. One backward covers both views; FSDP and the rollout are untouched. Rows without a view
+(verl's text-only padding rows, text-only data) keep their inputs and add nothing.
 
 - old-log-prob pass (`compute_log_prob`, no gradient, rollout policy): the per-token D(π^D ‖ π) of
-  `domain.shaping` → the field `domain_divergence` in TransferQueue → the trainer mode's D_i. verl's reference pass
+  `domain.shaping` (or, at `level=sequence`, each sample's f(r)) → the fields `domain_divergence` and `domain_scope`
+  in TransferQueue → the trainer mode's D_i (`verl_ext.domain_loss.sample_consistency`). verl's reference pass
   through the actor (LoRA: `no_lora_adapter=True`) and validation passes run as verl's, unmarked.
 - update (`update_actor`): the DC term of `domain.constraint` in the same micro-batches, one backward.
 
@@ -23,47 +27,70 @@ a batch has the same length (`micro_batch.repair_position_ids`), a verl 0.9.1 bu
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
-from verl.trainer.ppo.core_algos import agg_loss
 from verl.utils import tensordict_utils as tu
-from verl.utils.metric import Metric
+from verl.utils.metric import AggregationType, Metric
 from verl.workers.engine_workers import ActorRolloutRefWorker
-from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
+from recipe.domain_grpo.keys import (
+    BASE_TOPK_KEY,
+    DIVERGENCE_FIELD,
+    PASS_KEY,
+    SCOPE_FIELD,
+    TRANSFORM_MASK_FIELD,
+    VAL_DIVERGENCE_FLAG,
+)
 from recipe.domain_grpo.micro_batch import (
     ViewBuilder,
+    answer_token_mask,
     repair_position_ids,
     response_position_mask,
     sample_positions,
     transform_mask,
 )
 from verl_ext.config import DomainConfig
-from verl_ext.divergences import (
-    full_vocab_divergence,
-    full_vocab_divergences,
-    sampled_log_probs,
-    sampled_token_divergence,
+from verl_ext.domain_loss import (
+    constraint_term,
+    gradient_sides,
+    sampled_log_ratio,
+    sequence_consistency,
+    token_divergence,
 )
-
-DIVERGENCE_KEY = "domain_divergence"
-VAL_DIVERGENCE_FLAG = "domain_val_divergence"  # = validation.DIVERGENCE_FLAG (kept import-light here)
-TRANSFORM_MASK_KEY = "domain_transform_mask"  # per sample: bit i set = domain.transforms.names[i] was one of its views
-PASS_KEY = "domain_pass"  # "consistency" (old-log-prob pass) or "constraint" (update)
 
 
 class DomainLoss:
-    """verl's `ppo_loss` plus the DC term; also the logits processor that runs the transformed view."""
+    """verl's own actor loss (`ppo_loss`, or `distillation_ppo_loss` with distillation on) plus the DC term; also the
+    logits processor that runs the transformed view (and verl's own processor where verl asked for it)."""
 
-    def __init__(self, actor_config: Any, domain: DomainConfig, engine: Any, views: ViewBuilder | None = None) -> None:
-        self.actor_config, self.domain, self.engine = actor_config, domain, engine
-        self._views = views
+    def __init__(
+        self,
+        base_loss: Callable[..., Any],
+        domain: DomainConfig,
+        engine: Any,
+        views: ViewBuilder | None = None,
+        token_text: Callable[[int], str] | None = None,
+    ) -> None:
+        """
+        Args:
+            base_loss: the loss verl's worker chose (`partial(ppo_loss | distillation_ppo_loss, config=...)`): called
+                unchanged for verl's terms, and as verl's logits processor when verl set `distillation_use_topk`.
+            domain: the `domain:` section.
+            engine: verl's actor engine (runs the transformed view).
+            views: the view builder (default: built from the engine's processor on first use).
+            token_text: a token id's text, for `scope=answer` (default: the engine's tokenizer).
+        """
+        self.base_loss, self.domain, self.engine = base_loss, domain, engine
+        self.actor_config = base_loss.keywords["config"]  # verl's ActorConfig (loss_agg_mode, global_batch_info)
+        self._views, self._token_text = views, token_text
 
     @property
     def views(self) -> ViewBuilder:
@@ -73,72 +100,96 @@ class DomainLoss:
             self._views = ViewBuilder.from_processor(processor, self.domain.transforms.params)
         return self._views
 
+    @property
+    def token_text(self) -> Callable[[int], str]:
+        """A token id's text (cached per id), from the engine's tokenizer; used by `scope=answer` only."""
+        if self._token_text is None:
+            tokenizer = self.engine.model_config.get_processor().tokenizer
+            self._token_text = functools.lru_cache(maxsize=None)(lambda i: tokenizer.decode([i]))
+        return self._token_text
+
     def __call__(self, *, data: TensorDict, model_output: dict | None = None, dp_group: Any = None, **kwargs: Any):
         if "student_logits" in kwargs:  # verl's engine calls the loss function as its logits processor first
-            return self.process_logits(kwargs["student_logits"], data)
+            return self.process_logits(data=data, **kwargs)
         domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
         if domain_pass == "consistency":
             return torch.zeros((), device=next(iter(model_output.values())).device), {}
-        loss, metrics = ppo_loss(self.actor_config, model_output, data, dp_group)
+        loss, metrics = self.base_loss(model_output=model_output, data=data, dp_group=dp_group)
         if domain_pass != "constraint":
             return loss, metrics
-        if DIVERGENCE_KEY not in model_output:
+        if DIVERGENCE_FIELD not in model_output:
             raise RuntimeError(
                 "the DC term is on but verl's engine did not call the logits processor (no full logits in this "
                 "configuration); see recipe/domain_grpo/startup.py:check_engine_support"
             )
-        per_token = no_padding_2_padding(model_output[DIVERGENCE_KEY], data)  # [bsz, response_len]
-        mask = data.select("response_mask").to_padded_tensor()["response_mask"].to(per_token.dtype)
+        per_token = no_padding_2_padding(model_output[DIVERGENCE_FIELD], data)  # [bsz, response_len]
+        scope = no_padding_2_padding(model_output[SCOPE_FIELD], data)  # [bsz, response_len], in-scope tokens
         mode = self.domain.constraint.loss_agg_mode or self.actor_config.loss_agg_mode
-        divergence = agg_loss(per_token, mask, mode, **self.actor_config.global_batch_info)  # scalar
+        term, divergence, token_mean = constraint_term(
+            per_token, scope, self.domain.constraint.weight, mode, **self.actor_config.global_batch_info
+        )
         # Reported like verl's pg_loss: summed over micro-batches when normalised by the global mini-batch.
-        aggregation = metrics["actor/pg_loss"].aggregation
+        pg_loss = metrics.get("actor/pg_loss")
+        aggregation = pg_loss.aggregation if isinstance(pg_loss, Metric) else AggregationType.MEAN
         metrics["actor/domain_loss"] = Metric(value=divergence.detach(), aggregation=aggregation)
-        return loss + self.domain.constraint.weight * divergence, metrics
+        metrics["actor/domain_divergence_token_mean"] = Metric(value=token_mean, aggregation=AggregationType.MEAN)
+        return loss + term, metrics
 
-    def process_logits(self, student_logits: torch.Tensor, data: TensorDict) -> dict[str, torch.Tensor]:
-        """Per-token divergence `(1, total_nnz)` between the transformed and the original view's distributions.
-
-        In mixture mode each position gets the mean over its sample's built views; rows without a view get 0.
-        """
+    def process_logits(self, *, student_logits: torch.Tensor, data: TensorDict, **kwargs: Any) -> dict:
+        """verl's own processor outputs (where verl asked for them) plus, on a marked pass, the per-position fields
+        `domain_divergence` and `domain_scope` `(1, total_nnz)` (see `domain_fields`)."""
         domain_pass = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None)
-        if domain_pass is None:
-            return {}
-        # The transformed views' graphs are kept only when the DC gradient flows through them.
-        grad = domain_pass == "constraint" and not self.domain.constraint.detach_transformed
-        nnz = student_logits.shape[1]
-        response = response_position_mask(data, nnz).to(student_logits.device)  # (nnz,)
-        owner = sample_positions(data, nnz).to(student_logits.device)  # (nnz,) sample of each position, -1 = pad
-        cfg = self.domain.shaping if domain_pass == "consistency" else self.domain.constraint
-        original = student_logits.detach() if domain_pass == "consistency" else student_logits
-        total = torch.zeros((1, nnz), dtype=torch.float32, device=student_logits.device)  # (1, nnz)
-        built = torch.zeros(data.batch_size[0], device=student_logits.device)  # [bsz] views built per sample
+        if domain_pass is None:  # an unmarked pass: only verl asked for the processor (top-k distillation)
+            return self.base_loss(student_logits=student_logits, data=data, **kwargs)
+        outputs: dict[str, torch.Tensor] = {}
+        if tu.get_non_tensor_data(data=data, key=BASE_TOPK_KEY, default=False):  # verl's top-k distillation too
+            outputs.update(self.base_loss(student_logits=student_logits, data=data, **kwargs))
+        outputs.update(self.domain_fields(student_logits, data))
+        return outputs
+
+    def domain_fields(self, student_logits: torch.Tensor, data: TensorDict) -> dict[str, torch.Tensor]:
+        """Per-position divergence between the transformed and the original view, and the scope it covers.
+
+        `domain_divergence` `(1, nnz)`: at each in-scope position D(π^D ‖ π) of the pass's config (token level) or,
+        for `shaping.level=sequence`, the sample's f(r) (`verl_ext.domain_loss.sequence_consistency`); in mixture
+        mode the mean over the sample's built views; 0 elsewhere. `domain_scope` `(1, nnz)`: 1 at the positions
+        predicting an in-scope response token of a sample with a built view.
+        """
+        consistency = tu.get_non_tensor_data(data=data, key=PASS_KEY, default=None) == "consistency"
+        cfg = self.domain.shaping if consistency else self.domain.constraint
+        original_grad, transformed_grad = (False, False) if consistency else gradient_sides(cfg.target)
+        nnz, device = student_logits.shape[1], student_logits.device
+        span = answer_token_mask(data, self.token_text) if cfg.scope == "answer" else None  # [bsz, response_len]
+        in_scope = response_position_mask(data, nnz, span).to(device)  # (nnz,)
+        owner = sample_positions(data, nnz).to(device)  # (nnz,) sample of each position, -1 = pad
+        original = student_logits if original_grad else student_logits.detach()
+        labels = torch.roll(data["input_ids"].values(), shifts=-1).unsqueeze(0).to(device)  # (1, nnz): i predicts i+1
+        sequence = consistency and self.domain.shaping.level == "sequence"
+        total = torch.zeros((1, nnz), dtype=torch.float32, device=device)  # (1, nnz)
+        built = torch.zeros(data.batch_size[0], device=device)  # [bsz] views built per sample
+        scope = torch.zeros((1, nnz), dtype=torch.bool, device=device)  # (1, nnz)
         for k in range(len(self.views.validity(data))):  # 1 view, or every transform in mixture mode
             micro_batch, valid = self.views.micro_batch(data, k)
             if not any(valid):
                 continue
-            valid_rows = torch.tensor(valid, device=student_logits.device)  # [bsz]
-            rows_ok = (owner >= 0) & valid_rows[owner.clamp_min(0)]  # (nnz,)
-            mask = (response & rows_ok).unsqueeze(0)  # (1, nnz)
-            transformed = self._transformed_logits(micro_batch, grad=grad)  # (1, nnz, V)
-            if cfg.estimator != "full":
-                out = self._sampled(transformed, original, mask, data, cfg)
-            elif domain_pass == "consistency":
-                out = full_vocab_divergences(transformed, original, mask, (cfg.divergence,))[cfg.divergence].float()
+            valid_rows = torch.tensor(valid, device=device)  # [bsz]
+            mask = (in_scope & (owner >= 0) & valid_rows[owner.clamp_min(0)]).unsqueeze(0)  # (1, nnz)
+            transformed = self._transformed_logits(micro_batch, grad=transformed_grad)  # (1, nnz, V)
+            if sequence:
+                log_ratio = sampled_log_ratio(transformed, original, labels, mask)  # (1, nnz)
+                per_sample = torch.zeros(len(valid), dtype=torch.float64, device=device)  # [bsz] Σ log ratio
+                per_sample.index_add_(0, owner.clamp_min(0), log_ratio[0].double() * mask[0])
+                score = sequence_consistency(per_sample.unsqueeze(-1), torch.ones_like(per_sample).unsqueeze(-1))
+                out = score[owner.clamp_min(0)].float().unsqueeze(0)  # (1, nnz): f(r_i) on sample i's positions
             else:
-                out = full_vocab_divergence(transformed, original, mask, cfg.divergence, cfg.chunk_tokens)
-            total = total + out * mask  # (1, nnz); 0 off the mask
+                chunk = getattr(cfg, "chunk_tokens", None)
+                out = token_divergence(transformed, original, mask, cfg.divergence, cfg.estimator, labels, chunk)
+                out = out.float()  # (1, nnz)
+            total = total + torch.where(mask, out, torch.zeros_like(out))  # (1, nnz); 0 off the mask
             built = built + valid_rows
+            scope = scope | mask
         per_position = built[owner.clamp_min(0)].clamp_min(1.0).unsqueeze(0)  # (1, nnz)
-        return {DIVERGENCE_KEY: total / per_position}
-
-    @staticmethod
-    def _sampled(transformed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, data: TensorDict, cfg: Any):
-        """verl's k1/k3 estimate of KL(π^D ‖ π) from the log-probs of the sampled tokens, `(1, nnz)`."""
-        labels = torch.roll(data["input_ids"].values(), shifts=-1).unsqueeze(0)  # (1, nnz): position i predicts i + 1
-        log_p = sampled_log_probs(transformed, labels, mask)  # (1, nnz)
-        log_q = sampled_log_probs(original, labels, mask)  # (1, nnz)
-        return sampled_token_divergence(log_p, log_q, mask, cfg.estimator)
+        return {DIVERGENCE_FIELD: total / per_position, SCOPE_FIELD: scope.float()}
 
     def _transformed_logits(self, micro_batch: TensorDict, grad: bool) -> torch.Tensor:
         """Run verl's own input/forward/output code on a transformed view's micro-batch; capture its logits."""
@@ -190,12 +241,15 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
                 # in place, without bumping autograd's version counter; the DC term's backward re-reads those logits.
                 # verl's own switch selects its plain log-softmax + gather instead.
                 os.environ["VERL_DISABLE_FLASH_ATTN_CE"] = "1"
-            actor_config = self.loss_fn.keywords["config"]  # verl's partial(ppo_loss, config=actor_config)
-            self.loss_fn = DomainLoss(actor_config, self.domain, self.actor.engine)
+            # verl's own choice (ppo_loss, or distillation_ppo_loss with distillation on) stays the base: every term
+            # verl computes is kept, the DC term is added on top.
+            self.loss_fn = DomainLoss(self.loss_fn, self.domain, self.actor.engine)
             self.actor.set_loss_fn(self.loss_fn)
 
     def _mark(self, data: TensorDict, domain_pass: str) -> None:
-        tu.assign_non_tensor(data, distillation_use_topk=True, **{PASS_KEY: domain_pass})
+        """Ask verl's engine for the logits processor; remember whether verl itself wanted it (top-k distillation)."""
+        base_topk = bool(tu.get_non_tensor_data(data, "distillation_use_topk", default=False))
+        tu.assign_non_tensor(data, distillation_use_topk=True, **{PASS_KEY: domain_pass, BASE_TOPK_KEY: base_topk})
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="ref"))
     def compute_ref_log_prob(self, data: TensorDict) -> TensorDict:
@@ -213,7 +267,7 @@ class DomainActorRolloutRefWorker(ActorRolloutRefWorker):
         transforms = transform_mask(data, self.loss_fn.views.validity(data), self.domain.transforms.names)
         output = super().compute_log_prob(data)
         if output is not None:  # (the collecting rank)
-            output[TRANSFORM_MASK_KEY] = transforms
+            output[TRANSFORM_MASK_FIELD] = transforms
         return output
 
     @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))

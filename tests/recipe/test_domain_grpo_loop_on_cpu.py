@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from readme_metrics import missing_readme_metrics
 from safetensors.torch import load_file
 
 from verl_ext.cpu.tiny_qwen25vl import build_tiny_model_dir
@@ -75,5 +76,7 @@ def test_domain_grpo_dc_and_dr_train_the_actor_on_real_images(tmp_path: Path, ru
         # shaping moved the advantages (by |A_i| * D_i), and only a little (D_i is small for a random model)
         assert 0.0 < values["domain/advantage_abs_change_max"] < 1.0
         assert values["actor/grad_norm"] > 0
+    # every metric of the recipe README's table is logged by this run (issue 16, point 4)
+    assert missing_readme_metrics({key for values in metrics.values() for key in values}) == []
     changed, total = _changed_tensors(tmp_path)
     assert changed > total // 2, f"only {changed} of {total} tensors changed"

@@ -6,6 +6,8 @@ with the DC term off the loss is verl's own bit for bit, and with it on the loss
 aggregated divergence.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -14,7 +16,9 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import FSDPActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from recipe.domain_grpo.worker import DIVERGENCE_KEY, PASS_KEY, DomainLoss
+from recipe.domain_grpo.keys import DIVERGENCE_FIELD as DIVERGENCE_KEY
+from recipe.domain_grpo.keys import PASS_KEY, SCOPE_FIELD
+from recipe.domain_grpo.worker import DomainLoss
 from verl_ext.config import DomainConfig
 
 PROMPT, RESPONSE = [3, 2], [2, 3]  # per sample: prompt and response lengths; 10 packed tokens
@@ -73,7 +77,14 @@ def _model_output() -> dict:
     log_probs = torch.tensor([0.0, 0.0, -0.75, -0.9, 0.0, 0.0, -0.6, -0.4, -0.5, 0.0])
     # DC's per-token divergence, packed: response values 0.1, 0.3 (sample 0, positions 2, 3) and 0.2 x 3 (6, 7, 8)
     divergence = torch.tensor([9.0, 9.0, 0.1, 0.3, 9.0, 9.0, 0.2, 0.2, 0.2, 9.0])
-    return {"log_probs": _packed(log_probs), DIVERGENCE_KEY: _packed(divergence)}
+    scope = (divergence != 9.0).float()  # the response positions (scope=response)
+    return {"log_probs": _packed(log_probs), DIVERGENCE_KEY: _packed(divergence), SCOPE_FIELD: _packed(scope)}
+
+
+def _domain_loss(loss_mode: str, agg: str, clip_high: float, domain: dict) -> DomainLoss:
+    """DomainLoss on verl's own `partial(ppo_loss, config=...)`, as the worker builds it."""
+    base = partial(ppo_loss, config=_actor_config(loss_mode, agg, clip_high))
+    return DomainLoss(base, DomainConfig.from_dict(domain), engine=None)
 
 
 @pytest.mark.parametrize(("name", "loss_mode", "agg", "clip_high"), COMBINATIONS)
@@ -81,22 +92,18 @@ def test_dc_term_is_added_to_each_verl_policy_loss(name, loss_mode, agg, clip_hi
     verl_loss, verl_metrics = ppo_loss(_actor_config(loss_mode, agg, clip_high), _model_output(), _micro_batch(None))
 
     # DC off: the worker does not mark the update pass, and DomainLoss returns verl's ppo_loss as it is.
-    off = DomainLoss(_actor_config(loss_mode, agg, clip_high), DomainConfig.from_dict({}), engine=None)
+    off = _domain_loss(loss_mode, agg, clip_high, {})
     loss_off, metrics_off = off(model_output=_model_output(), data=_micro_batch(None), dp_group=None)
     assert torch.equal(loss_off, verl_loss)
     assert "actor/domain_loss" not in metrics_off and set(metrics_off) == set(verl_metrics)
 
     # λ = 0 on a marked pass: still verl's loss bit for bit.
-    zero = DomainLoss(
-        _actor_config(loss_mode, agg, clip_high), DomainConfig.from_dict({"constraint": {"weight": 0}}), engine=None
-    )
+    zero = _domain_loss(loss_mode, agg, clip_high, {"constraint": {"weight": 0}})
     loss_zero, _ = zero(model_output=_model_output(), data=_micro_batch("constraint"), dp_group=None)
     assert torch.equal(loss_zero, verl_loss)
 
     # DC on, λ = 0.5: verl's loss + 0.5 · agg(divergence over the response tokens) in the actor's aggregation.
-    on = DomainLoss(
-        _actor_config(loss_mode, agg, clip_high), DomainConfig.from_dict({"constraint": {"weight": 0.5}}), engine=None
-    )
+    on = _domain_loss(loss_mode, agg, clip_high, {"constraint": {"weight": 0.5}})
     loss_on, metrics_on = on(model_output=_model_output(), data=_micro_batch("constraint"), dp_group=None)
     per_token = torch.tensor([[0.1, 0.3, 0.0], [0.2, 0.2, 0.2]])  # [bsz, max_response_len]
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])

@@ -6,15 +6,19 @@ carries the transformed view's inputs (built from the sample's own pixels), rows
 rows) keep their inputs and add nothing, and the DC term is added to verl's ppo_loss with the configured weight.
 """
 
+from functools import partial
 from types import SimpleNamespace
 
+import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorStack
 from verl.utils import tensordict_utils as tu
 
+from recipe.domain_grpo.keys import DIVERGENCE_FIELD as DIVERGENCE_KEY
+from recipe.domain_grpo.keys import PASS_KEY, SCOPE_FIELD
 from recipe.domain_grpo.micro_batch import ViewBuilder, per_sample_values
-from recipe.domain_grpo.worker import DIVERGENCE_KEY, PASS_KEY, DomainLoss
+from recipe.domain_grpo.worker import DomainLoss
 from verl_ext.config import DomainConfig
 from verl_ext.divergences import full_vocab_divergence
 from verl_ext.views import PatchLayout
@@ -24,6 +28,13 @@ IMAGE_TOKEN = 6  # the one image token of each prompt (a 2 × 2 patch grid merge
 PROMPT, RESPONSE = [3, 2], [2, 3]  # per sample: prompt and response lengths
 # Tiny patch geometry: 2-px patches, no temporal duplication, merge 2, 3 channels -> rows of 3 · 1 · 2 · 2 = 12 values.
 LAYOUT = PatchLayout(patch_size=2, temporal_patch_size=1, merge_size=2, image_mean=(0.0,) * 3, image_std=(1.0,) * 3)
+
+
+def _no_base(**kwargs):
+    raise AssertionError("verl's loss is not called on these passes")
+
+
+NO_BASE = partial(_no_base, config=SimpleNamespace())
 
 
 def _views() -> ViewBuilder:
@@ -47,7 +58,8 @@ class FakeEngine:
         return SimpleNamespace()
 
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
-        logits_processor_func(student_logits=self.logits[self.calls % len(self.logits)], data=micro_batch)
+        # `* 1.0` inside the worker's grad context: no graph to the view's logits when the pass wants none
+        logits_processor_func(student_logits=self.logits[self.calls % len(self.logits)] * 1.0, data=micro_batch)
         self.calls += 1
         return {}
 
@@ -114,7 +126,7 @@ def test_consistency_pass_compares_views_on_response_positions_only():
     original = torch.randn(1, nnz, VOCAB, generator=gen)
     transformed = torch.randn(1, nnz, VOCAB, generator=gen)
     engine = FakeEngine(transformed)
-    loss = DomainLoss(SimpleNamespace(), DomainConfig(), engine, views=_views())
+    loss = DomainLoss(NO_BASE, DomainConfig(), engine, views=_views())
     data = _micro_batch()
     tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
     out = loss(student_logits=original, data=data)[DIVERGENCE_KEY]  # (1, nnz)
@@ -135,26 +147,30 @@ def test_consistency_pass_compares_views_on_response_positions_only():
     assert torch.equal(engine.seen["position_ids"].values(), _micro_batch()["position_ids"].values())
 
 
-def test_constraint_pass_adds_weighted_divergence_to_ppo_loss(monkeypatch):
-    import recipe.domain_grpo.worker as worker
-
+def test_constraint_pass_adds_weighted_divergence_to_ppo_loss():
     def fake_ppo_loss(config, model_output, data, dp_group):
         from verl.utils.metric import AggregationType, Metric
 
         return torch.tensor(0.5), {"actor/pg_loss": Metric(value=0.5, aggregation=AggregationType.MEAN)}
 
-    monkeypatch.setattr(worker, "ppo_loss", fake_ppo_loss)
     config = SimpleNamespace(loss_agg_mode="token-mean", global_batch_info={})
-    loss_fn = DomainLoss(config, DomainConfig.from_dict({"constraint": {"weight": 2.0}}), engine=None, views=_views())
+    domain = DomainConfig.from_dict({"constraint": {"weight": 2.0}})
+    loss_fn = DomainLoss(partial(fake_ppo_loss, config=config), domain, engine=None, views=_views())
     data = _micro_batch()
     tu.assign_non_tensor(data, **{PASS_KEY: "constraint"})
     # per-token divergence in verl's packed layout: response values 0.1, 0.3 (sample 0) and 0.2, 0.2, 0.2 (sample 1)
     packed = torch.tensor([9.0, 9.0, 0.1, 0.3, 9.0, 9.0, 0.2, 0.2, 0.2, 9.0])
-    model_output = {DIVERGENCE_KEY: torch.nested.nested_tensor_from_jagged(packed, torch.tensor([0, 5, 10]))}
+    scope = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0])  # every response position in scope
+    offsets = torch.tensor([0, 5, 10])
+    model_output = {
+        DIVERGENCE_KEY: torch.nested.nested_tensor_from_jagged(packed, offsets),
+        SCOPE_FIELD: torch.nested.nested_tensor_from_jagged(scope, offsets),
+    }
     loss, metrics = loss_fn(model_output=model_output, data=data, dp_group=None)
     # token-mean over the 5 response tokens: (0.1 + 0.3 + 0.2 * 3) / 5 = 0.2; loss = 0.5 + 2.0 * 0.2 = 0.9
     assert loss.item() == torch.tensor(0.9).item()
     assert abs(metrics["actor/domain_loss"].aggregate() - 0.2) < 1e-6
+    assert abs(metrics["actor/domain_divergence_token_mean"].aggregate() - 0.2) < 1e-6
 
 
 def test_sampled_token_estimate_uses_the_next_token_of_each_position():
@@ -163,7 +179,7 @@ def test_sampled_token_estimate_uses_the_next_token_of_each_position():
     original = torch.randn(1, nnz, VOCAB, generator=gen)
     transformed = torch.randn(1, nnz, VOCAB, generator=gen)
     domain = DomainConfig.from_dict({"shaping": {"estimator": "k1", "divergence": "kl"}})
-    loss = DomainLoss(SimpleNamespace(), domain, FakeEngine(transformed), views=_views())
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
     data = _micro_batch()
     tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
     out = loss(student_logits=original, data=data)[DIVERGENCE_KEY][0]  # (nnz,)
@@ -182,7 +198,7 @@ def test_mixture_mode_averages_the_divergence_over_every_view():
     original, view_a, view_b = (torch.randn(1, nnz, VOCAB, generator=gen) for _ in range(3))
     engine = FakeEngine(view_a, view_b)
     domain = DomainConfig.from_dict({"transforms": {"mode": "mixture"}})
-    loss = DomainLoss(SimpleNamespace(), domain, engine, views=_views())
+    loss = DomainLoss(NO_BASE, domain, engine, views=_views())
     data = _micro_batch(views_per_sample=2)
     tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
     out = loss(student_logits=original, data=data)[DIVERGENCE_KEY]
@@ -200,7 +216,7 @@ def test_rows_without_an_image_keep_their_inputs_and_add_nothing():
     original = torch.randn(1, nnz, VOCAB, generator=gen)
     transformed = torch.randn(1, nnz, VOCAB, generator=gen)
     engine = FakeEngine(transformed)
-    loss = DomainLoss(SimpleNamespace(), DomainConfig(), engine, views=_views())
+    loss = DomainLoss(NO_BASE, DomainConfig(), engine, views=_views())
     data = _micro_batch()
     mm = per_sample_values(data["multi_modal_inputs"])
     data["multi_modal_inputs"] = NonTensorStack(mm[0], {})  # sample 1 is a padding row: {} (verl's template)
@@ -230,7 +246,79 @@ def test_a_view_that_cannot_be_built_names_its_row():
     data["data_source"] = NonTensorStack("ucm", "ucm")
     mm = per_sample_values(data["multi_modal_inputs"])
     data["multi_modal_inputs"] = NonTensorStack(mm[0], {**mm[1], "pixel_values": torch.zeros(4, 5)})  # bad width
-    import pytest
-
     with pytest.raises(RuntimeError, match=r"cannot build the 'rot90' view of row ucm/8"):
         _views().micro_batch(data, 0)
+
+
+def test_answer_scope_keeps_only_the_tokens_inside_the_answer_tags():
+    # token texts: 0 "<answer>", 1 "A", 2 "</answer>". Sample 0 answers [0, 1] = "<answer>A" (not well formed: no
+    # span, nothing); sample 1 answers [0, 1, 2] = "<answer>A</answer>": only its token 1, predicted at packed
+    # position 5 + 2 (prompt) + 1 - 1 = 7, is in scope.
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(4)
+    original = torch.randn(1, nnz, VOCAB, generator=gen)
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen)
+    domain = DomainConfig.from_dict({"shaping": {"scope": "answer"}})
+    texts = {0: "<answer>", 1: "A", 2: "</answer>"}
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views(), token_text=texts.__getitem__)
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)
+    mask = torch.zeros(1, nnz, dtype=torch.bool)
+    mask[0, 7] = True
+    torch.testing.assert_close(out[DIVERGENCE_KEY], full_vocab_divergence(transformed, original, mask, "js").float())
+    assert out[SCOPE_FIELD].tolist() == mask.float().tolist()
+
+
+def test_sequence_level_puts_each_samples_f_of_r_on_its_scope():
+    from verl_ext.domain_loss import js_integrand
+
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(5)
+    original = torch.randn(1, nnz, VOCAB, generator=gen)
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen)
+    domain = DomainConfig.from_dict({"shaping": {"level": "sequence"}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "consistency"})
+    out = loss(student_logits=original, data=data)[DIVERGENCE_KEY][0]  # (nnz,)
+    tokens = torch.cat([_input_ids(5), _input_ids(5)])  # position i is scored on the token at i + 1
+
+    def log_ratio(position: int) -> float:
+        label = tokens[position + 1]
+        p, q = transformed[0, position].double().log_softmax(-1), original[0, position].double().log_softmax(-1)
+        return (p[label] - q[label]).item()
+
+    for positions in ([2, 3], [6, 7, 8]):  # sample 0's and sample 1's response positions
+        expected = js_integrand(torch.tensor(sum(log_ratio(i) for i in positions), dtype=torch.float64)).item()
+        assert 0 < expected
+        for i in positions:
+            assert out[i].item() == pytest.approx(expected, rel=1e-5)  # float64 f, stored in fp32
+    assert out[[0, 1, 4, 5, 9]].abs().max() == 0
+
+
+@pytest.mark.parametrize(("target", "orig_grad", "trans_grad"), [("both", True, True), ("original", False, True)])
+def test_constraint_target_decides_which_views_logits_get_gradient(target, orig_grad, trans_grad):
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(6)
+    original = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    domain = DomainConfig.from_dict({"constraint": {"target": target}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "constraint"})
+    loss(student_logits=original, data=data)[DIVERGENCE_KEY].sum().backward()
+    assert (original.grad is not None) is orig_grad and (transformed.grad is not None) is trans_grad
+
+
+def test_constraint_target_transformed_runs_the_view_without_a_graph():
+    nnz = sum(PROMPT) + sum(RESPONSE)
+    gen = torch.Generator().manual_seed(7)
+    original = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    transformed = torch.randn(1, nnz, VOCAB, generator=gen).requires_grad_()
+    domain = DomainConfig.from_dict({"constraint": {"target": "transformed"}})
+    loss = DomainLoss(NO_BASE, domain, FakeEngine(transformed), views=_views())
+    data = _micro_batch()
+    tu.assign_non_tensor(data, **{PASS_KEY: "constraint"})
+    loss(student_logits=original, data=data)[DIVERGENCE_KEY].sum().backward()
+    assert original.grad is not None and transformed.grad is None

@@ -77,6 +77,7 @@ def _tq_fields() -> TensorDict:
             "response_mask": _nested([[1, 1], [1, 1], [1], [1, 1]]),
             "rm_scores": _nested([[0, 1], [0, 0], [2], [0, 1]]),
             "domain_divergence": _nested([[9, 0.4, 0.6, 9], [9, 0, 0, 9], [9, 0.25, 9], [9, 1, 1, 9]]),
+            "domain_scope": _nested([[0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 0], [0, 1, 1, 0]]),  # the response positions
             "domain_transform_mask": torch.tensor([1, 1, 2, 2]),  # one view each, two transforms
         },
         batch_size=[4],
@@ -145,21 +146,26 @@ def test_other_estimators_pass_through_untouched(monkeypatch):
 
 @pytest.mark.skipif(PATCHED, reason="stock-verl path: the context around verl's _compute_advantage")
 @pytest.mark.parametrize("shaping", [True, False])
-def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping):
+@pytest.mark.parametrize("answer_scope", [False, True])
+def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping, answer_scope):
     # Two samples with 2 prompt + 2 response tokens each. Position i holds the divergence of the prediction of token
     # i + 1, so the response tokens' values sit at positions 1 and 2: sample 0 -> (0.2, 0.3), mean 0.25;
-    # sample 1 -> (0.5, 1.0), mean 0.75.
+    # sample 1 -> (0.5, 1.0), mean 0.75. Answer scope: sample 0's answer is its second token only -> D = 0.3;
+    # sample 1 has no well-formed answer (empty scope) -> D = 0, counted in domain/empty_scope_count.
     per_token = torch.nested.nested_tensor(
         [torch.tensor([9.0, 0.2, 0.3, 9.0]), torch.tensor([9.0, 0.5, 1.0, 9.0])], layout=torch.jagged
     )
+    rows = [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]] if answer_scope else [[0.0, 1.0, 1.0, 0.0]] * 2
+    scope = torch.nested.nested_tensor([torch.tensor(r) for r in rows], layout=torch.jagged)
     response_mask = torch.nested.nested_tensor([torch.ones(2), torch.ones(2)], layout=torch.jagged)
     seen = {}
 
     def fake_get(keys, partition_id, select_fields):
-        assert select_fields == ["domain_divergence", "response_mask", "domain_transform_mask"]
+        assert select_fields == ["domain_divergence", "domain_scope", "response_mask", "domain_transform_mask"]
         assert keys == ["a_0_0", "a_1_0"]
         return {
             "domain_divergence": per_token,
+            "domain_scope": scope,
             "response_mask": response_mask,
             "domain_transform_mask": torch.tensor([1, 1]),
         }
@@ -174,7 +180,10 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
     batch = SimpleNamespace(keys=["a_0_0", "a_1_0"], partition_id="train")
     metrics = {}
     assert trainer._compute_advantage(batch, metrics) is batch
-    if shaping:
+    if shaping and answer_scope:
+        assert seen["inputs"].consistency.tolist() == pytest.approx([0.3, 0.0])
+        assert metrics["domain/empty_scope_count"] == 1
+    elif shaping:
         assert seen["inputs"].consistency.tolist() == [0.25, 0.75]
         # mean D = 0.5, mean (1 - D) = 0.5
         assert metrics == {
@@ -183,6 +192,7 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping)
             "domain/js_max": 0.75,
             "domain/consistency_weight_mean": 0.5,
             "domain/transform_count/rot90": 2,  # mask 1 = bit 0 = domain.transforms.names[0]
+            "domain/empty_scope_count": 0,
         }
     else:
         assert seen["inputs"].consistency is None and metrics == {}

@@ -14,7 +14,9 @@ from tensordict.tensorclass import NonTensorStack
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
-from recipe.domain_grpo.worker import PASS_KEY, TRANSFORM_MASK_KEY, DomainActorRolloutRefWorker, is_consistency_pass
+from recipe.domain_grpo.keys import PASS_KEY
+from recipe.domain_grpo.keys import TRANSFORM_MASK_FIELD as TRANSFORM_MASK_KEY
+from recipe.domain_grpo.worker import DomainActorRolloutRefWorker, is_consistency_pass
 from verl_ext.config import DomainConfig
 
 
@@ -84,3 +86,103 @@ def test_domain_terms_off_leave_every_pass_to_verl_unmarked(monkeypatch, off):
     out = worker.compute_log_prob(_batch())
     worker.update_actor(_batch())
     assert seen == [("log_prob", None), ("update", None)] and TRANSFORM_MASK_KEY not in out.keys()
+
+
+def _distillation_worker(monkeypatch, domain: dict):
+    """The recipe's worker after `init_model` on a run with verl's distillation on (verl chose its loss)."""
+    from functools import partial
+
+    from omegaconf import OmegaConf
+    from verl.trainer.distillation.losses import distillation_ppo_loss
+    from verl.workers.config import DistillationConfig, DistillationLossConfig, FSDPActorConfig
+
+    actor_config = FSDPActorConfig(rollout_n=2, ppo_micro_batch_size_per_gpu=2)
+    # (enabled=False only skips the teacher-pool checks of the dataclass; the loss reads distillation_loss alone)
+    distillation = DistillationConfig(enabled=False, distillation_loss=DistillationLossConfig(loss_mode="k3"))
+    verl_loss = partial(distillation_ppo_loss, config=actor_config, distillation_config=distillation)
+
+    def verl_init_model(self):  # stands in for verl's: it picks distillation_ppo_loss when distillation is on
+        self.loss_fn = verl_loss
+        self.actor = SimpleNamespace(engine=None, set_loss_fn=lambda fn: None)
+
+    monkeypatch.setattr(ActorRolloutRefWorker, "init_model", verl_init_model)
+    worker = DomainActorRolloutRefWorker.__new__(DomainActorRolloutRefWorker)
+    worker.config, worker.role = OmegaConf.create({"domain": domain}), "actor_rollout"
+    DomainActorRolloutRefWorker.init_model(worker)
+    return worker, verl_loss
+
+
+def _update_micro_batch() -> tuple[TensorDict, dict]:
+    """A micro-batch of two responses (lengths 2, 3 after prompts of 3, 2) with a teacher's log-probs."""
+
+    def nested(rows):
+        return torch.nested.as_nested_tensor([torch.tensor(r, dtype=torch.float32) for r in rows], layout=torch.jagged)
+
+    data = TensorDict(
+        {
+            "prompts": nested([[0.0] * 3, [0.0] * 2]),
+            "responses": nested([[0.0] * 2, [0.0] * 3]),
+            "response_mask": nested([[1.0] * 2, [1.0] * 3]),
+            "old_log_probs": nested([[-1.0, -1.0], [-0.5, -0.5, -0.5]]),
+            "advantages": nested([[1.5, 1.5], [-0.5, -0.5, -0.5]]),
+            # teacher log-probs on every packed position (verl's layout for the estimator losses), [bsz, j, 1]
+            "teacher_logprobs": torch.nested.as_nested_tensor(
+                [torch.full((5, 1), -0.3), torch.full((5, 1), -2.0)], layout=torch.jagged
+            ),
+        },
+        batch_size=[2],
+    )
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=None, global_batch_size=None)
+    log_probs = torch.tensor([0.0, 0.0, -0.75, -0.9, 0.0, 0.0, -0.6, -0.4, -0.5, 0.0])
+    model_output = {"log_probs": torch.nested.nested_tensor_from_jagged(log_probs, torch.tensor([0, 5, 10]))}
+    return data, model_output
+
+
+def test_verl_distillation_terms_are_kept_when_only_validation_needs_the_worker(monkeypatch):
+    # grpo / grpo_da / oc: DC and DR off, domain.validation on (the default) -> the worker still installs its loss
+    # (the validation pass measures the views' JS); verl's distillation terms must stay in the update loss.
+    off = {"constraint": {"enable": False}, "shaping": {"enable": False}}
+    worker, verl_loss = _distillation_worker(monkeypatch, off)
+    assert worker.loss_fn is not verl_loss  # the recipe's loss is installed ...
+    data, model_output = _update_micro_batch()
+    loss, metrics = worker.loss_fn(model_output=dict(model_output), data=data, dp_group=None)
+    data, model_output = _update_micro_batch()
+    expected, expected_metrics = verl_loss(model_output=dict(model_output), data=data, dp_group=None)
+    assert torch.equal(loss, expected)  # ... and computes verl's distillation_ppo_loss, bit for bit
+    assert "distillation/loss" in metrics and set(metrics) == set(expected_metrics)
+
+
+def test_verl_top_k_distillation_processor_still_runs_beside_the_domain_view(monkeypatch):
+    # verl's top-k distillation asks for the logits processor itself (distillation_use_topk): an unmarked pass goes
+    # to verl's processor unchanged; a marked one gets verl's outputs and the domain fields.
+    calls = []
+
+    def verl_loss(*, student_logits=None, data=None, model_output=None, dp_group=None, config=None):
+        calls.append("processor" if student_logits is not None else "loss")
+        return {"distillation_losses": torch.zeros(1, 3)}
+
+    from functools import partial
+
+    from recipe.domain_grpo.keys import BASE_TOPK_KEY, DIVERGENCE_FIELD
+    from recipe.domain_grpo.worker import DomainLoss
+
+    loss = DomainLoss(partial(verl_loss, config=None), DomainConfig(), engine=None)
+    loss.domain_fields = lambda student_logits, data: {DIVERGENCE_FIELD: torch.ones(1, 3)}
+    data = _batch(distillation_use_topk=True)
+    assert set(loss(student_logits=torch.zeros(1, 3, 5), data=data)) == {"distillation_losses"}
+    tu.assign_non_tensor(data, **{PASS_KEY: "constraint", BASE_TOPK_KEY: True})
+    assert set(loss(student_logits=torch.zeros(1, 3, 5), data=data)) == {"distillation_losses", DIVERGENCE_FIELD}
+    tu.assign_non_tensor(data, **{BASE_TOPK_KEY: False})
+    assert set(loss(student_logits=torch.zeros(1, 3, 5), data=data)) == {DIVERGENCE_FIELD}
+    assert calls == ["processor", "processor"]
+
+
+def test_mark_records_whether_verl_asked_for_the_processor():
+    from recipe.domain_grpo.keys import BASE_TOPK_KEY
+
+    worker = DomainActorRolloutRefWorker.__new__(DomainActorRolloutRefWorker)
+    for verl_flag in (False, True):
+        data = _batch(distillation_use_topk=verl_flag)
+        worker._mark(data, "constraint")
+        assert tu.get_non_tensor_data(data, "distillation_use_topk", None) is True
+        assert tu.get_non_tensor_data(data, BASE_TOPK_KEY, None) is verl_flag
