@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from verl_ext.config_values import check_field_values
+
 ROLES = ("chosen", "rejected", "sampled")  # offline pair members (teacher-forced) or a sampled response
 SOURCES = ("online", "offline", "mixed")
 
@@ -61,6 +63,7 @@ class DPOPairsConfig:
     rejected_column: str = "rejected"
 
     def __post_init__(self) -> None:
+        check_field_values(self, "dpo.pairs", DPOConfigError)
         if self.source not in SOURCES:
             raise DPOConfigError(f"dpo.pairs.source={self.source!r} is not valid; choose one of {list(SOURCES)}")
         if self.max_per_prompt < 1:
@@ -83,6 +86,7 @@ class DPOConfig:
     skip_empty_update: bool = True
 
     def __post_init__(self) -> None:
+        check_field_values(self, "dpo", DPOConfigError)
         if not self.beta > 0:
             raise DPOConfigError(f"dpo.beta must be > 0 (got {self.beta}); the paper uses 0.1")
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from PIL import Image
 
+from verl_ext.config_values import check_field_values
 from verl_ext.transforms import apply_transform, draw_transform
 
 OC_RESPONSE_KEY = "oc_transformed_response"
@@ -53,6 +54,9 @@ class AugmentConfig:
     enable: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_field_values(self, "domain_recipe.augment", AgentExtrasConfigError)
+
 
 @dataclass(frozen=True)
 class OutputConstraintConfig:
@@ -69,6 +73,7 @@ class OutputConstraintConfig:
     greedy: bool = True
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain_recipe.oc", AgentExtrasConfigError)
         if not self.weight >= 0:
             raise AgentExtrasConfigError(f"domain_recipe.oc.weight={self.weight} must be >= 0")
 
