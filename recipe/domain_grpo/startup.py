@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from verl_ext.config import DomainConfig, DomainConfigError, validate_for_training
+
+logger = logging.getLogger(__name__)
 
 
 def training_row_infos(files: str | Iterable[str]) -> list[dict]:
@@ -26,7 +29,7 @@ def training_row_infos(files: str | Iterable[str]) -> list[dict]:
                     f"{path} row {i}: extra_info.transforms is missing; convert the data with `python -m data_prep` "
                     "(it writes each row's label-preserving transform whitelist)"
                 )
-            infos.append({**info, "_where": f"{path} row {i}"})
+            infos.append({**info, "_where": f"{path} row {i}", "_path": str(path)})
     return infos
 
 
@@ -67,8 +70,46 @@ def validate_run_config(config: Any) -> DomainConfig:
         check_view_wiring(config)
     if augment.enable or oc.enable:
         check_rows_have_split(infos or [], "augment" if augment.enable else "oc")
+    if infos is not None:
+        check_rows_get_a_view(infos)
     validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
     return domain
+
+
+def check_rows_get_a_view(infos: list[dict]) -> dict[str, int]:
+    """Refuse a training file in which no row is training data by the split rule (`augment.is_training_split`:
+    `extra_info.split` absent or "train" in any case): none of its rows would get the transformed view (DC = 0,
+    D_i = 0) or the grpo_da/oc treatment. Files with some held-out rows are accepted, with a warning and the counts.
+
+    Returns:
+        {file: rows that get no view}.
+    """
+    from collections import Counter, defaultdict
+
+    from recipe.domain_grpo.augment import is_training_split
+
+    held_out: dict[str, Counter] = defaultdict(Counter)
+    rows: Counter = Counter()
+    for info in infos:
+        path = info.get("_path", "?")
+        rows[path] += 1
+        if not is_training_split(info.get("split")):
+            held_out[path][str(info.get("split"))] += 1
+    for path, found in held_out.items():
+        if sum(found.values()) == rows[path]:
+            raise DomainConfigError(
+                f"data.train_files: no row of {path} is training data by extra_info.split (values found: "
+                f"{dict(sorted(found.items()))}); a row gets the transformed view only when its split is 'train' "
+                "(any case) or absent: set extra_info.split='train' in the training rows, or use the train file"
+            )
+        logger.warning(
+            "data.train_files: %d of %d rows of %s have a held-out extra_info.split %s and get no transformed view",
+            sum(found.values()),
+            rows[path],
+            path,
+            dict(sorted(found.items())),
+        )
+    return {path: sum(found.values()) for path, found in held_out.items()}
 
 
 def check_rows_have_split(infos: list[dict], key: str) -> None:

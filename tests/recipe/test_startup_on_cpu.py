@@ -165,3 +165,47 @@ def test_augment_and_oc_refuse_rows_without_a_split(tmp_path, key):
     config.domain_recipe = {key: {"enable": True}}
     with pytest.raises(DomainConfigError, match=rf"domain_recipe.{key}.enable=true: .*row 1 has no extra_info.split"):
         validate_run_config(config)
+
+
+def _split_parquet(path, splits):
+    rows = [
+        {"extra_info": {"index": i, "split": s, "transforms": ["rot90", "rot180", "rot270"]}}
+        for i, s in enumerate(splits)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+def test_a_training_file_where_no_row_gets_a_view_is_refused(tmp_path):
+    # the val file given as data.train_files: every row's split is held-out, so no sample would get a view
+    files = _split_parquet(tmp_path / "val.parquet", ["val", "val", "test"])
+    with pytest.raises(DomainConfigError, match=r"no row of .*val\.parquet is training data.*\{'test': 1, 'val': 2\}"):
+        validate_run_config(_config(files))
+    # a user's own split name is not training data either (named in the error)
+    files = _split_parquet(tmp_path / "fold.parquet", ["fold0"] * 2)
+    with pytest.raises(DomainConfigError, match=r"'fold0': 2"):
+        validate_run_config(_config(files))
+    # the rule ignores case and surrounding spaces: "Train" rows get their view
+    validate_run_config(_config(_split_parquet(tmp_path / "ok.parquet", ["Train", " train ", "TRAIN"])))
+    # with the domain terms off (plain grpo) the rows are not read
+    off = {"shaping": {"enable": False}, "constraint": {"enable": False}}
+    validate_run_config(_config(files, adv="grpo", domain=off))
+
+
+def test_some_held_out_rows_are_counted_not_refused(tmp_path):
+    from recipe.domain_grpo.startup import check_rows_get_a_view, training_row_infos
+
+    files = _split_parquet(tmp_path / "mixed.parquet", ["train", "val", "train"])
+    assert check_rows_get_a_view(training_row_infos(files)) == {files: 1}
+
+
+def test_the_split_rule_and_the_per_step_count():
+    from recipe.domain_grpo.augment import is_training_sample, is_training_split, samples_without_view
+
+    assert is_training_split(None) and is_training_split("Train") and is_training_split(" TRAIN ")
+    assert not is_training_split("val") and not is_training_split("training") and not is_training_split("")
+    assert is_training_sample({"extra_info": {"split": "Train"}})
+    extras = [{"domain_view": [{"transform": "rot90", "seed": 1}]}, {}, None, {"domain_view": []}]
+    # samples 1, 2, 3 have no view; sample 3 is verl's padding -> 2
+    assert samples_without_view(extras, [False, False, False, True]) == 2
+    assert samples_without_view(extras) == 3
