@@ -6,6 +6,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from verl_ext.config import DomainConfig, DomainConfigError, validate_for_training
 
 logger = logging.getLogger(__name__)
@@ -65,9 +67,13 @@ def validate_run_config(config: Any) -> DomainConfig:
         infos = training_row_infos(files if isinstance(files, str) else list(files))
     whitelists = None if infos is None else [list(info["transforms"]) for info in infos]
     validate_for_training(domain, adv_estimator, int(config.actor_rollout_ref.rollout.n), whitelists)
+    check_trainer_mode(config)
     if domain.needs_transformed_view:
         check_engine_support(config)
         check_view_wiring(config)
+    worker = OmegaConf.select(config, "domain_recipe.actor_rollout_ref_worker", default=None)
+    if domain.needs_transformed_view or (domain.validation.enable and worker is not None):
+        check_actor_engine(config)
     if augment.enable or oc.enable:
         check_rows_have_split(infos or [], "augment" if augment.enable else "oc")
     if infos is not None:
@@ -125,6 +131,57 @@ def check_rows_have_split(infos: list[dict], key: str) -> None:
                 "tell a validation row from a training row; convert the data with `python -m data_prep` (it writes "
                 "split) or add extra_info.split to every row"
             )
+
+
+def check_trainer_mode(config: Any) -> None:
+    """`algorithm.adv_estimator=domain_grpo` reads D_i handed over by the recipe's trainer mode (`domain_grpo` or a
+    subclass, e.g. novel_task's `rollout_dump`); verl's `sync` mode would fail at the first advantage, after rollout."""
+    if str(config.algorithm.adv_estimator) != "domain_grpo":
+        return
+    mode = OmegaConf.select(config, "trainer.v1.trainer_mode", default=None)
+    if mode is None:
+        return
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    from recipe.domain_grpo.trainer import TRAINER_MODE, DomainGRPOTrainer
+
+    cls = TRAINER_REGISTRY.get(str(mode))
+    if cls is None or not issubclass(cls, DomainGRPOTrainer):
+        what = "is not registered in this process" if cls is None else f"is {cls.__name__}"
+        raise DomainConfigError(
+            f"algorithm.adv_estimator=domain_grpo needs the recipe's trainer mode, which hands D_i to the estimator: "
+            f"trainer.v1.trainer_mode={mode} {what}; set trainer.v1.trainer_mode={TRAINER_MODE} (or a subclass's "
+            "name, with its module in VERL_USE_EXTERNAL_MODULES), or use algorithm.adv_estimator=grpo"
+        )
+
+
+def check_actor_engine(config: Any) -> None:
+    """Actor settings under which the recipe's worker (the transformed view, the val-domain divergence) would crash
+    after Ray and the rollout servers started: refused here with what to set."""
+    actor = "actor_rollout_ref.actor"
+    strategy = OmegaConf.select(config, f"{actor}.strategy", default=None)
+    if strategy == "megatron":
+        raise DomainConfigError(
+            f"{actor}.strategy=megatron: the recipe's worker runs the transformed view through verl's FSDP engine "
+            f"(its logits hook); set {actor}.strategy=fsdp2, or switch the domain terms and domain.validation off"
+        )
+    if strategy == "fsdp":
+        raise DomainConfigError(
+            f"{actor}.strategy=fsdp (FSDP1, verl's default) is not tested with the recipe's worker (the tests run "
+            f"FSDP2); set {actor}.strategy=fsdp2 (as examples/run_qwen25vl_rs.sh does)"
+        )
+    pad = [k for k in (f"{actor}.pad_to_length", f"{actor}.fsdp_config.pad_to_length") if OmegaConf.select(config, k)]
+    if pad:
+        raise DomainConfigError(
+            f"{pad[0]}=true: verl's engine refuses it with the top-k distillation hook that the recipe's worker uses "
+            f"for the transformed view (verl's error would speak of distillation); set {pad[0]}=false"
+        )
+    ulysses = OmegaConf.select(config, f"{actor}.fsdp_config.ulysses_sequence_parallel_size", default=1)
+    if int(ulysses or 1) > 1:
+        raise DomainConfigError(
+            f"{actor}.fsdp_config.ulysses_sequence_parallel_size={ulysses} shards the logits over ranks, which the "
+            "recipe's divergence hook does not gather; set it to 1"
+        )
 
 
 def check_view_wiring(config: Any) -> None:

@@ -209,3 +209,43 @@ def test_the_split_rule_and_the_per_step_count():
     # samples 1, 2, 3 have no view; sample 3 is verl's padding -> 2
     assert samples_without_view(extras, [False, False, False, True]) == 2
     assert samples_without_view(extras) == 3
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("actor.fsdp_config.ulysses_sequence_parallel_size", 2, "fsdp_config.ulysses_sequence_parallel_size=2"),
+        ("actor.strategy", "megatron", "strategy=megatron"),
+        ("actor.strategy", "fsdp", r"strategy=fsdp \(FSDP1"),
+        ("actor.pad_to_length", True, "actor.pad_to_length=true"),
+        ("actor.fsdp_config.pad_to_length", True, "fsdp_config.pad_to_length=true"),
+    ],
+)
+def test_actor_settings_that_crash_after_ray_are_refused(tmp_path, key, value, match):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    OmegaConf.update(config, f"actor_rollout_ref.{key}", value, force_add=True)
+    with pytest.raises(DomainConfigError, match=match):
+        validate_run_config(config)
+    # the same with the domain terms off but the recipe's worker doing the val-domain pass
+    config = _config(files, adv="grpo", domain={"shaping": {"enable": False}, "constraint": {"enable": False}})
+    OmegaConf.update(config, f"actor_rollout_ref.{key}", value, force_add=True)
+    config.domain_recipe = {"actor_rollout_ref_worker": "recipe.domain_grpo.worker.DomainActorRolloutRefWorker"}
+    with pytest.raises(DomainConfigError, match=match):
+        validate_run_config(config)
+    config.domain.validation = {"enable": False}  # verl's own loss everywhere: accepted
+    validate_run_config(config)
+
+
+def test_domain_grpo_needs_the_recipes_trainer_mode(tmp_path):
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    config.trainer = {"v1": {"trainer_mode": "sync"}}
+    with pytest.raises(DomainConfigError, match=r"trainer_mode=sync is PPOTrainerSync; set trainer.v1.trainer_mode="):
+        validate_run_config(config)
+    config.trainer.v1.trainer_mode = "domain_grpo"
+    validate_run_config(config)
+    import recipe.novel_task.trainer  # noqa: F401  (registers rollout_dump, a DomainGRPOTrainer subclass)
+
+    config.trainer.v1.trainer_mode = "rollout_dump"
+    validate_run_config(config)
