@@ -116,3 +116,19 @@ def test_engine_registry_selects_the_freezing_engine_on_every_vendor_key():
         for key in freeze.VENDOR_KEYS:
             assert registry[key] is freeze.FreezingFSDPEngine
     freeze.register()  # idempotent
+
+
+def test_the_dpo_trainer_mode_checks_the_conditions_whichever_entry_point_started_it(tmp_path, monkeypatch):
+    # verl's own main_ppo (plugins + trainer_mode=dpo) skips recipe/pivot/startup.py: the trainer mode checks itself
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from recipe.pivot.trainer import DPOTrainer
+
+    started = []
+    monkeypatch.setattr(PPOTrainerSync, "__init__", lambda self, config: started.append(config))
+    with pytest.raises(DPOConfigError, match=r"actor_rollout_ref\.actor\.loss_agg_mode='token-mean'"):
+        DPOTrainer(config=_valid(tmp_path, ["actor_rollout_ref.actor.loss_agg_mode=token-mean"]))
+    assert started == []  # refused before verl's trainer is built
+    config = _valid(tmp_path)
+    DPOTrainer(config=config)
+    assert started == [config]
