@@ -123,7 +123,7 @@ def rows_by_index(train_files: Sequence[str | Path]) -> dict[int, dict[str, Any]
 JOIN_FIELDS = {
     "gts": lambda row: (row.get("reward_model") or {}).get("ground_truth"),
     "data_source": lambda row: row.get("data_source"),
-    "dataset": lambda row: (row.get("extra_info") or {}).get("dataset"),
+    "dataset": lambda row: (row.get("extra_info") or {}).get("dataset") or row.get("data_source"),  # as `sample`
 }
 
 
