@@ -79,7 +79,51 @@ def validate_run_config(config: Any) -> DomainConfig:
     if infos is not None:
         check_rows_get_a_view(infos)
     validate_agent_extras(config, whitelists)  # grpo_da / oc (domain_recipe.augment, domain_recipe.oc)
+    budget = view_token_budget(config, domain)
+    if budget is not None:
+        print(describe_view_budget(budget))
     return domain
+
+
+def view_token_budget(config: Any, domain: DomainConfig) -> dict[str, int] | None:
+    """The actor's per-GPU token load with the transformed view, under `use_dynamic_bsz` (None: no view or off).
+
+    verl packs each micro-batch up to `actor.ppo_max_token_len_per_gpu` tokens of the original view (update) and
+    `rollout.log_prob_max_token_len_per_gpu` (old-log-prob pass); the recipe's worker runs every sample's V
+    transformed views in the same micro-batch (V = 1; `domain.transforms.mode=mixture`: one per non-identity
+    transform), the update with DC on (with gradient) and the old-log-prob pass with DR on (no gradient). So a
+    micro-batch holds up to budget · (1 + V) tokens. Rule (examples/run_qwen25vl_rs.sh): the budget to set is what
+    the GPU fits without the view divided by 1 + V.
+
+    Returns:
+        {"views", "update_budget", "update_tokens", "log_prob_budget", "log_prob_tokens"} (tokens per GPU).
+    """
+    actor = "actor_rollout_ref.actor"
+    if not domain.needs_transformed_view or not OmegaConf.select(config, f"{actor}.use_dynamic_bsz", default=False):
+        return None
+    names = [n for n in domain.transforms.names if n != "identity"]
+    views = len(names) if domain.transforms.mode == "mixture" else 1
+    update = int(OmegaConf.select(config, f"{actor}.ppo_max_token_len_per_gpu"))
+    log_prob = OmegaConf.select(config, "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", default=None)
+    log_prob = int(log_prob if log_prob is not None else update)
+    return {
+        "views": views,
+        "update_budget": update,
+        "update_tokens": update * (1 + (views if domain.constraint.active else 0)),
+        "log_prob_budget": log_prob,
+        "log_prob_tokens": log_prob * (1 + (views if domain.shaping.enable else 0)),
+    }
+
+
+def describe_view_budget(budget: dict[str, int]) -> str:
+    """The start-up line about `view_token_budget`."""
+    return (
+        f"domain view memory (use_dynamic_bsz): {budget['views']} transformed view(s) per sample run in the same "
+        f"micro-batch: update up to {budget['update_tokens']} tokens per GPU (ppo_max_token_len_per_gpu="
+        f"{budget['update_budget']}), old-log-prob pass up to {budget['log_prob_tokens']} (log_prob_max_token_len_"
+        f"per_gpu={budget['log_prob_budget']}); set the budgets to what the GPU fits without the view / "
+        f"{1 + budget['views']}"
+    )
 
 
 def check_rows_get_a_view(infos: list[dict]) -> dict[str, int]:

@@ -249,3 +249,30 @@ def test_domain_grpo_needs_the_recipes_trainer_mode(tmp_path):
 
     config.trainer.v1.trainer_mode = "rollout_dump"
     validate_run_config(config)
+
+
+def test_the_views_token_budget_is_derived_and_printed(tmp_path, capsys):
+    from recipe.domain_grpo.startup import view_token_budget
+
+    files = _parquet(tmp_path / "rs.parquet", [["rot90", "rot180", "rot270"]])
+    config = _config(files)
+    OmegaConf.update(config, "actor_rollout_ref.actor.use_dynamic_bsz", True, force_add=True)
+    OmegaConf.update(config, "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", 6144, force_add=True)
+    domain = validate_run_config(config)
+    # one view per sample: the update holds 6144 original + 6144 transformed tokens; the log-prob budget follows
+    assert view_token_budget(config, domain) == {
+        "views": 1,
+        "update_budget": 6144,
+        "update_tokens": 12288,
+        "log_prob_budget": 6144,
+        "log_prob_tokens": 12288,
+    }
+    assert "update up to 12288 tokens per GPU (ppo_max_token_len_per_gpu=6144)" in capsys.readouterr().out
+    # mixture over 3 rotations, DC only: the update holds 4 views, the log-prob pass (no DR) 1
+    config.domain = {"transforms": {"mode": "mixture"}, "shaping": {"enable": False}}
+    config.algorithm.adv_estimator = "grpo"
+    OmegaConf.update(config, "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", 8000, force_add=True)
+    budget = view_token_budget(config, validate_run_config(config))
+    assert (budget["update_tokens"], budget["log_prob_tokens"]) == (6144 * 4, 8000)
+    config.actor_rollout_ref.actor.use_dynamic_bsz = False
+    assert view_token_budget(config, validate_run_config(config)) is None
