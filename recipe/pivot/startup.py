@@ -176,7 +176,7 @@ def check_data_sizes(config: Any, dpo: DPOConfig) -> dict[str, int]:
     trust = bool(_get(config, "actor_rollout_ref.model.trust_remote_code", False))
     tokenizer = hf_tokenizer(model, trust_remote_code=trust)
     processor = hf_processor(model, trust_remote_code=trust, use_fast=True)
-    data = OmegaConf.merge(config.data, {"filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1})
+    data = OmegaConf.merge(config.data, {"filter_overlong_prompts": True})  # verl's filter, its workers
     within = len(create_rl_dataset(files, data, tokenizer, processor, is_train=True))
     long_prompts = rows - within
     limit, share = _get(config, "data.max_prompt_length"), dpo.max_overlong_share
