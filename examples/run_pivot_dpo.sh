@@ -27,6 +27,9 @@ NNODES="${NNODES:-1}"
 N_GPUS="${N_GPUS:-8}"
 MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-1024}"
 MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-512}"
+# Per-GPU token budget (use_dynamic_bsz): DPO runs no transformed view (domain terms off), so verl's budget is the
+# whole load, undivided (the rule of examples/run_qwen25vl_rs.sh does not apply). Start-up refuses a TRAIN_FILES with
+# fewer rows than TRAIN_BATCH_SIZE, and prompts / offline pairs over the length limits above dpo.max_overlong_share.
 MAX_TOKEN_LEN_PER_GPU="${MAX_TOKEN_LEN_PER_GPU:-12288}"
 GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.5}"
 SAVE_FREQ="${SAVE_FREQ:-50}"

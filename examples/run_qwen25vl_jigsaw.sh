@@ -9,7 +9,8 @@
 #   TRAIN_FILES=data/jigsaw3/train_8shot.parquet VAL_FILES=data/jigsaw3/test.parquet bash examples/run_qwen25vl_jigsaw.sh
 #
 # Differences from run_qwen25vl_rs.sh: a 7B model, a longer response budget (1024: the paper gives none, and a 3 x 3
-# puzzle needs reasoning over 9 tiles), TOTAL_STEPS to match the SFT arms' steps. Every variable of either script can
+# puzzle needs reasoning over 9 tiles), TOTAL_STEPS to match the SFT arms' steps. Plain GRPO has no transformed view
+# (jigsaw rows allow no transform), so the per-GPU token budget is verl's, undivided: 16384 for the longer responses. Every variable of either script can
 # be set from the environment; extra arguments are Hydra overrides, last.
 set -euo pipefail
 

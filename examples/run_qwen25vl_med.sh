@@ -5,7 +5,9 @@
 #   DATASET=bloodmnist METHOD=grpo bash examples/run_qwen25vl_med.sh      # a baseline
 #
 # Same settings as examples/run_qwen25vl_rs.sh (Visual-RFT's defaults; every variable there can be set here too, and
-# extra arguments are Hydra overrides); this script only picks the MedMNIST data and the transforms.
+# extra arguments are Hydra overrides); this script only picks the MedMNIST data and the transforms. The per-GPU token
+# budget follows run_qwen25vl_rs.sh's rule: BASE_TOKEN_LEN_PER_GPU / (1 + VIEWS) for a method with the view; with
+# TRANSFORMS=[hflip,vflip,rot180] and domain.transforms.mode=mixture, set VIEWS=3.
 # TRANSFORMS must be a subset of the dataset's label-preserving whitelist (data_prep/README.md; checked at start-up).
 # Default per flag (the paper: one op from the whitelist, flips and 180°):
 #   organamnist, organcmnist, organsmnist                    [vflip]   (left/right organ classes: no hflip, no rotation)

@@ -40,7 +40,18 @@ TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-16}"
 PPO_MINI_BATCH_SIZE="${PPO_MINI_BATCH_SIZE:-16}"
 MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-1024}"
 MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-256}"
-MAX_TOKEN_LEN_PER_GPU="${MAX_TOKEN_LEN_PER_GPU:-12288}"
+# Token budget per GPU under use_dynamic_bsz. verl's ppo_max_token_len_per_gpu (and the log-prob pass's budget, which
+# follows it) counts the original view only, but the methods with a transformed view (DC and/or DR: every method but
+# grpo, grpo_da, oc) run each sample's V views in the same micro-batch, so a micro-batch holds budget x (1 + V)
+# tokens. Rule: MAX_TOKEN_LEN_PER_GPU = BASE_TOKEN_LEN_PER_GPU / (1 + V), BASE being what one GPU fits without the
+# view (12288, verl's Qwen2.5-VL example) and V = VIEWS (1; with domain.transforms.mode=mixture, the number of
+# non-identity transforms). Start-up prints the effective load (recipe/domain_grpo/startup.py:view_token_budget).
+BASE_TOKEN_LEN_PER_GPU="${BASE_TOKEN_LEN_PER_GPU:-12288}"
+case "${METHOD}" in
+    grpo | grpo_da | oc) VIEWS=0 ;;
+    *) VIEWS="${VIEWS:-1}" ;;
+esac
+MAX_TOKEN_LEN_PER_GPU="${MAX_TOKEN_LEN_PER_GPU:-$((BASE_TOKEN_LEN_PER_GPU / (1 + VIEWS)))}"
 ROLLOUT_TP="${ROLLOUT_TP:-1}"
 GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.5}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-20}"

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from verl_ext.config_values import check_field_values
 from verl_ext.transforms import check_transform_names, get_transform, import_transform_modules
 
 DIVERGENCES = ("kl", "js")
@@ -82,6 +83,7 @@ class DomainConstraintConfig:
     chunk_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain.constraint", DomainConfigError)
         _check_choice("constraint.divergence", self.divergence, DIVERGENCES)
         if self.estimator == "k1":
             raise DomainConfigError(
@@ -142,6 +144,7 @@ class DomainShapingConfig:
     base_estimator: str = "grpo"
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain.shaping", DomainConfigError)
         _check_choice("shaping.divergence", self.divergence, DIVERGENCES)
         _check_choice("shaping.estimator", self.estimator, ESTIMATORS)
         _check_choice("shaping.level", self.level, CONSISTENCY_LEVELS)
@@ -186,6 +189,7 @@ class DomainTransformsConfig:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain.transforms", DomainConfigError)
         object.__setattr__(self, "names", tuple(self.names))
         object.__setattr__(self, "modules", tuple(self.modules))
         object.__setattr__(self, "params", {str(k): dict(v or {}) for k, v in dict(self.params or {}).items()})
@@ -222,6 +226,7 @@ class DomainValidationConfig:
     max_rows: int = 64
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain.validation", DomainConfigError)
         if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
             raise DomainConfigError(f"domain.validation.max_rows={self.max_rows!r} must be an integer >= 1")
 

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from verl_ext.config_values import check_field_values
+
 ROLES = ("chosen", "rejected", "sampled")  # offline pair members (teacher-forced) or a sampled response
 SOURCES = ("online", "offline", "mixed")
 
@@ -61,6 +63,7 @@ class DPOPairsConfig:
     rejected_column: str = "rejected"
 
     def __post_init__(self) -> None:
+        check_field_values(self, "dpo.pairs", DPOConfigError)
         if self.source not in SOURCES:
             raise DPOConfigError(f"dpo.pairs.source={self.source!r} is not valid; choose one of {list(SOURCES)}")
         if self.max_per_prompt < 1:
@@ -76,21 +79,29 @@ class DPOConfig:
         pairs: see `DPOPairsConfig`.
         skip_empty_update: a batch that forms no pair makes no optimiser step (verl would otherwise step with a zero
             gradient, and AdamW's momentum and weight decay would still move the weights).
+        max_overlong_share: start-up refuses a run where more than this share of the training prompts are over
+            `data.max_prompt_length` (dropped by verl's overlong filter, or truncated), or of the offline pairs have a
+            chosen or rejected text over the response length (truncated when teacher-forced: Δ of a cut text).
+            0 (default): none may be.
     """
 
     beta: float = 0.1
     pairs: DPOPairsConfig = field(default_factory=DPOPairsConfig)
     skip_empty_update: bool = True
+    max_overlong_share: float = 0.0
 
     def __post_init__(self) -> None:
+        check_field_values(self, "dpo", DPOConfigError)
         if not self.beta > 0:
             raise DPOConfigError(f"dpo.beta must be > 0 (got {self.beta}); the paper uses 0.1")
+        if not 0 <= self.max_overlong_share <= 1:
+            raise DPOConfigError(f"dpo.max_overlong_share={self.max_overlong_share} must be in [0, 1]")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> DPOConfig:
         """Build from a plain mapping (e.g. `OmegaConf.to_container(config.dpo)`), rejecting unknown keys."""
         cfg = dict(cfg or {})
-        _reject_unknown("dpo", cfg, {"beta", "pairs", "skip_empty_update"})
+        _reject_unknown("dpo", cfg, {"beta", "pairs", "skip_empty_update", "max_overlong_share"})
         pairs = dict(cfg.pop("pairs", None) or {})
         _reject_unknown("dpo.pairs", pairs, {f for f in DPOPairsConfig.__dataclass_fields__})
         if "well_formed_keys" in pairs:

@@ -168,10 +168,16 @@ def parse_numbers(text: str | None, n_tiles: int) -> tuple[int, ...] | None:
     Args:
         text: the text inside the `<answer>` block (None when there is none).
         n_tiles: n².
+
+    Never raises on any string (huge digit runs included).
     """
     if text is None or not _ALLOWED_ANSWER.fullmatch(text):
         return None
-    values = tuple(int(v) for v in _NUMBER.findall(text))
+    # a number wider than n_tiles is never valid: refused before int(), which raises on strings over 4,300 digits
+    digits = [v.lstrip("0") or "0" for v in _NUMBER.findall(text)]
+    if any(len(v) > len(str(n_tiles)) for v in digits):
+        return None
+    values = tuple(int(v) for v in digits)
     if len(values) != n_tiles or sorted(values) != list(range(1, n_tiles + 1)):
         return None
     return values

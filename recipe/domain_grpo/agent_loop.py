@@ -6,7 +6,8 @@ Registered with verl's agent-loop registry as `domain_single_turn_agent` (select
 sample's transform (seeded by row, response and step) and puts its name and a seed for its parameters in
 `extra_fields["domain_view"]` — a few bytes; the actor builds the view itself from the sample's processed pixels
 (`recipe/domain_grpo/micro_batch.py`) and runs the policy on it teacher-forced on the same tokens. Validation samples
-get no transformed view.
+get no transformed view: a row is a training row by the split rule of `augment.is_training_split` (its
+`extra_info.split` absent or "train" in any case).
 
 Validation rows that carry `domain_val_view=T` (the trainer mode's invariance pass, recipe/domain_grpo/validation.py)
 are answered on T(x): the images are transformed before verl's processor, as with `augment`.
@@ -28,6 +29,7 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 
 from recipe.domain_grpo.augment import (
     AUGMENT_TRANSFORM_KEY,
+    DOMAIN_VIEW_KEY,
     OC_RESPONSE_KEY,
     OC_TRANSFORM_KEY,
     candidate_transforms,
@@ -42,7 +44,7 @@ from verl_ext.transforms import draw_seed
 
 AGENT_NAME = "domain_single_turn_agent"
 VAL_VIEW_FIELD = "domain_val_view"  # = validation.VIEW_FIELD
-VIEW_KEY = "domain_view"
+VIEW_KEY = DOMAIN_VIEW_KEY
 
 
 def sample_key(kwargs: dict[str, Any], purpose: str, per_response: bool = True) -> tuple[str, int]:

@@ -10,8 +10,12 @@ Config (recipe plumbing, not a method option of `domain:`; set by `config/method
 Both draw T from the row's whitelist (`extra_info.transforms`) ∩ `domain.transforms.names` (identity excluded), with
 `verl_ext.transforms.draw_transform`, keyed by the dataset row (data_source + extra_info.index), the step (verl passes
 `global_steps` to agent loops) and `seed`, so a run is reproducible. verl 0.9.1 does not hand an agent loop the
-validate flag, so a row counts as validation when its `extra_info.split` (written by data_prep) is not "train" —
-validation rows are never augmented and get no OC response.
+validate flag, so the split rule (`is_training_split`) tells them apart: a row is training data when its
+`extra_info.split` (written by data_prep) is absent or "train" in any case with any surrounding spaces ("Train",
+" TRAIN "); any other value (e.g. "val", "test", or a user's own split name) marks a held-out row, which is never
+augmented, gets no OC response and no DC/DR view. Start-up refuses a training file in which no row is training data
+(`recipe/domain_grpo/startup.py:check_rows_get_a_view`); `samples_without_view` counts, per step, the training samples
+that still got no view (held-out split, or no image).
 
 How OC reaches the reward: the agent loop puts the decoded T(x) response in `extra_fields["oc_transformed_response"]`;
 verl's reward loop sends `extra_fields` as `tool_extra_fields`, and its reward managers (naive, limited, remote) merge
@@ -28,12 +32,15 @@ from typing import Any
 
 from PIL import Image
 
+from verl_ext.config_values import check_field_values
 from verl_ext.transforms import apply_transform, draw_transform
 
 OC_RESPONSE_KEY = "oc_transformed_response"
 OC_TRANSFORM_KEY = "oc_transform"
 AUGMENT_TRANSFORM_KEY = "augment_transform"
 OC_REWARD_FILE = "oc_reward.py"
+TRAINING_SPLIT = "train"
+DOMAIN_VIEW_KEY = "domain_view"  # = agent_loop.VIEW_KEY = micro_batch.VIEW_KEY: the sample's DC/DR view specs
 
 
 class AgentExtrasConfigError(ValueError):
@@ -53,6 +60,9 @@ class AugmentConfig:
     enable: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_field_values(self, "domain_recipe.augment", AgentExtrasConfigError)
+
 
 @dataclass(frozen=True)
 class OutputConstraintConfig:
@@ -69,6 +79,7 @@ class OutputConstraintConfig:
     greedy: bool = True
 
     def __post_init__(self) -> None:
+        check_field_values(self, "domain_recipe.oc", AgentExtrasConfigError)
         if not self.weight >= 0:
             raise AgentExtrasConfigError(f"domain_recipe.oc.weight={self.weight} must be >= 0")
 
@@ -155,13 +166,36 @@ def candidate_transforms(names: Sequence[str], row_whitelist: Sequence[str]) -> 
     return [n for n in names if n in allowed and n != "identity"]
 
 
+def is_training_split(split: Any) -> bool:
+    """The split rule: a row is training data when its `extra_info.split` is None (absent) or, as a string, equals
+    "train" ignoring case and surrounding whitespace. data_prep writes "train" / "val" / "test"."""
+    return split is None or str(split).strip().lower() == TRAINING_SPLIT
+
+
 def is_training_sample(kwargs: Mapping[str, Any]) -> bool:
-    """Whether an agent-loop call is a training rollout: no truthy `validate` kwarg and `extra_info.split` is
-    "train" or absent (verl does not pass the validate flag to agent loops; data_prep writes `split`)."""
+    """Whether an agent-loop call is a training rollout: no truthy `validate` kwarg and the row's `extra_info.split`
+    passes `is_training_split` (verl does not pass the validate flag to agent loops; data_prep writes `split`)."""
     if kwargs.get("validate", False):
         return False
-    split = (kwargs.get("extra_info") or {}).get("split")
-    return split is None or str(split) == "train"
+    return is_training_split((kwargs.get("extra_info") or {}).get("split"))
+
+
+def samples_without_view(extra_fields: Sequence[Mapping[str, Any] | None], padding: Sequence[bool] = ()) -> int:
+    """How many samples of a training batch carry no DC/DR view (`extra_fields["domain_view"]` missing or empty).
+
+    For the trainer's per-step metric: such a sample contributes DC = 0 and D_i = 0 (its row's split is held-out
+    by `is_training_split`, or it has no image). verl's padding samples (`padding[i]` true) are not counted.
+
+    Args:
+        extra_fields: `[B]` each sample's `extra_fields` (the agent loop's), in batch order.
+        padding: `[B]` whether the sample is verl's padding (its `is_padding` tag); empty: none is.
+    """
+    pad = list(padding) or [False] * len(extra_fields)
+    return sum(
+        1
+        for extra, is_pad in zip(extra_fields, pad, strict=True)
+        if not is_pad and not (extra or {}).get(DOMAIN_VIEW_KEY)
+    )
 
 
 def draw_for_sample(names: Sequence[str], row_whitelist: Sequence[str], seed: int, key: str, step: int = 0) -> str:

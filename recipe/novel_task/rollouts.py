@@ -13,9 +13,12 @@ duplicate of another kept response to the same row (responses compared after str
 row, the latest step's responses come first (closest to the final policy), then the session order; at most
 `--max-per-prompt` are kept (default 1: at most one row per image, as the answer-only SFT data has). Each kept rollout
 becomes a row of verl's multi-turn SFT layout (`data_prep.sft.sft_row` with the response as the
-assistant turn) with the training row's images, found by `extra_info.index`. `--answer-only-out` also writes the
-answer-only SFT rows of the same images (a data-size-matched control); `--all-out` writes every rollout (e.g. the
-likelihood of GRPO's own training data under the base model).
+assistant turn) with the training row's images, found by `extra_info.index`. Every data_prep jigsaw run numbers its
+rows from 0, so the join is checked (`check_join`): each record's `gts` must be its row's
+`reward_model.ground_truth` (the puzzle's permutation: another `--seed`, `--grid`, `--min-tile-diff` or image order
+changes it) and its `data_source` / `dataset` the row's; a mismatch is refused with the counts.
+`--answer-only-out` also writes the answer-only SFT rows of the same images (a data-size-matched control);
+`--all-out` writes every rollout (e.g. the likelihood of GRPO's own training data under the base model).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from typing import Any
 
 from data_prep.sft import sft_row
 from verl_ext import jigsaw as J
+
+# examples/run_qwen25vl_jigsaw.sh's MAX_RESPONSE_LENGTH: `sample` draws with the GRPO run's response budget
+GPU_RESPONSE_LENGTH = 1024
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
@@ -113,11 +119,55 @@ def rows_by_index(train_files: Sequence[str | Path]) -> dict[int, dict[str, Any]
     return out
 
 
-def to_sft_rows(kept: Sequence[dict[str, Any]], rows: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """verl multi-turn SFT rows: each kept rollout's response on its training row's images."""
-    missing = sorted({int(r["row_index"]) for r in kept} - set(rows))
+# (record key, row's value): the record must equal the row's value; the row's ground truth identifies the puzzle.
+JOIN_FIELDS = {
+    "gts": lambda row: (row.get("reward_model") or {}).get("ground_truth"),
+    "data_source": lambda row: row.get("data_source"),
+    "dataset": lambda row: (row.get("extra_info") or {}).get("dataset") or row.get("data_source"),  # as `sample`
+}
+
+
+def check_join(records: Sequence[dict[str, Any]], rows: dict[int, dict[str, Any]]) -> dict[str, int]:
+    """Refuse rollouts that do not belong to these training rows; returns the counts checked per field.
+
+    Each record must name a row that exists and carry `gts` equal to the row's ground truth; `data_source` and
+    `dataset` are compared when the record has them (the `rollout_dump` trainer mode writes both, `sample` the
+    dataset).
+
+    Raises:
+        ValueError: with the number of records per mismatching field and a first example.
+    """
+    missing = sorted({int(r["row_index"]) for r in records} - set(rows))
     if missing:
-        raise ValueError(f"rollouts name rows {missing[:10]} that are not in the training parquet: wrong --train file?")
+        raise ValueError(
+            f"{len(missing)} row ids of the rollouts (e.g. {missing[:10]}) are not in the training parquet: wrong "
+            "--train file?"
+        )
+    bad: dict[str, int] = {}
+    checked: dict[str, int] = {}
+    example = ""
+    for rec in records:
+        row = rows[int(rec["row_index"])]
+        for field, expected in JOIN_FIELDS.items():
+            if rec.get(field) is None and field != "gts":
+                continue
+            checked[field] = checked.get(field, 0) + 1
+            if rec.get(field) != expected(row):
+                bad[field] = bad.get(field, 0) + 1
+                example = example or f"row {rec['row_index']}: {field} {rec.get(field)!r} vs {expected(row)!r}"
+    if bad:
+        counts = ", ".join(f"{field} differs in {n} of {checked[field]}" for field, n in sorted(bad.items()))
+        raise ValueError(
+            f"the rollouts do not belong to the --train rows ({counts} records; e.g. {example}): the dump and the "
+            "--train file come from different data_prep runs (--seed, --grid, --min-tile-diff, --limit or sources); "
+            "give the --train file the GRPO run trained on"
+        )
+    return checked
+
+
+def to_sft_rows(kept: Sequence[dict[str, Any]], rows: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """verl multi-turn SFT rows: each kept rollout's response on its training row's images (`check_join` first)."""
+    check_join(kept, rows)
     out = []
     for rec in kept:
         row = sft_row(rows[int(rec["row_index"])], think="", response=rec["output"].strip())
@@ -196,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="dump folder (writes 0.jsonl)")
     s.add_argument("--n", type=int, default=8, help="samples per row (GRPO's group size)")
     s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=GPU_RESPONSE_LENGTH,
+        help=f"response budget (default {GPU_RESPONSE_LENGTH}: the GRPO run's; truncated rollouts are dropped)",
+    )
     s.add_argument("--backend", choices=("hf", "vllm"), default="hf")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--limit", type=int, default=None)
@@ -221,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         min_score = J.max_score() if args.min_score == "max" else float(args.min_score)
         records = read_dump(args.dump)
         rows = rows_by_index(args.train)
+        check_join(records, rows)  # the whole dump against the rows, before any selection
         kept, counts = select_correct(records, min_score, args.max_per_prompt or None, args.allow_truncated)
         write_parquet(to_sft_rows(kept, rows), args.out)
         if args.answer_only_out:

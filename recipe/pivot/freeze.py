@@ -28,6 +28,7 @@ from verl.workers.config import FSDPEngineConfig
 from verl.workers.engine.base import EngineRegistry
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
+from verl_ext.config_values import check_field_values
 from verl_ext.vision_freeze import freeze_parts, trainable_parameters
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class PivotFSDPEngineConfig(FSDPEngineConfig):
 
     freeze_vision_tower: bool = False
     freeze_language_model: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_field_values(self, "fsdp_config", names=("freeze_vision_tower", "freeze_language_model"))
 
 
 class _Trainable:

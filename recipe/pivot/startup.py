@@ -149,10 +149,88 @@ def check_freeze(config: Any, prefix: str = "actor_rollout_ref.actor") -> None:
         )
 
 
+def _share(count: int, total: int) -> str:
+    return f"{count} of {total} ({count / max(total, 1):.1%})"
+
+
+def check_data_sizes(config: Any, dpo: DPOConfig) -> dict[str, int]:
+    """The training rows against the batch size and the length limits, counted with verl's own dataset and the
+    model's tokenizer (what the run would see after Ray starts). Returns the counts.
+
+    * prompts over `data.max_prompt_length` (verl's `RLHFDataset` length, images included): dropped by
+      `data.filter_overlong_prompts`, a crash with `data.truncation=error`, else truncated; refused above
+      `dpo.max_overlong_share` of the rows;
+    * rows left vs `data.train_batch_size`: fewer gives verl's dataloader (drop_last) no batch, and the run dies with
+      a ZeroDivisionError after Ray starts;
+    * offline pairs (source offline/mixed) with a chosen or rejected text over the response length (its tokens + the
+      end-of-turn token, as `recipe/pivot/agent_loop.py` teacher-forces it): refused above `dpo.max_overlong_share`.
+    """
+    import pyarrow.parquet as pq
+    from verl.trainer.ppo.utils import create_rl_dataset
+    from verl.utils import hf_processor, hf_tokenizer
+
+    files = _get(config, "data.train_files")
+    files = [files] if isinstance(files, str) else list(files)
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    model = str(_get(config, "actor_rollout_ref.model.path"))
+    trust = bool(_get(config, "actor_rollout_ref.model.trust_remote_code", False))
+    tokenizer = hf_tokenizer(model, trust_remote_code=trust)
+    processor = hf_processor(model, trust_remote_code=trust, use_fast=True)
+    data = OmegaConf.merge(config.data, {"filter_overlong_prompts": True})  # verl's filter, its workers
+    within = len(create_rl_dataset(files, data, tokenizer, processor, is_train=True))
+    long_prompts = rows - within
+    limit, share = _get(config, "data.max_prompt_length"), dpo.max_overlong_share
+    where = f"data.train_files={files}"
+    filtered = bool(_get(config, "data.filter_overlong_prompts", False))
+    if long_prompts and not filtered and _get(config, "data.truncation", "error") == "error":
+        raise DPOConfigError(
+            f"{where}: {_share(long_prompts, rows)} prompts are over data.max_prompt_length={limit} tokens and "
+            "data.truncation=error would stop the run at the first one; raise data.max_prompt_length or set "
+            "data.filter_overlong_prompts=true"
+        )
+    if long_prompts > share * rows:
+        raise DPOConfigError(
+            f"{where}: {_share(long_prompts, rows)} prompts are over data.max_prompt_length={limit} tokens (dropped "
+            f"or truncated), more than dpo.max_overlong_share={share}; raise data.max_prompt_length or the share"
+        )
+    kept = within if filtered else rows
+    batch = int(_get(config, "data.train_batch_size"))
+    if kept < batch:
+        raise DPOConfigError(
+            f"{where}: {kept} training rows (after verl's overlong-prompt filter) < data.train_batch_size={batch}: "
+            "verl's dataloader drops the incomplete batch, so there is no step and the run would die with a "
+            f"ZeroDivisionError after Ray starts; set data.train_batch_size <= {kept} (ppo_mini_batch_size follows)"
+        )
+    counts = {"rows": rows, "long_prompts": long_prompts, "pairs": 0, "long_pairs": 0}
+    if dpo.pairs.source == "online":
+        return counts
+    length = int(
+        _get(config, "actor_rollout_ref.rollout.response_length", None) or _get(config, "data.max_response_length")
+    )
+    columns = [dpo.pairs.chosen_column, dpo.pairs.rejected_column]
+    for path in files:
+        table = pq.read_table(path, columns=columns).to_pydict()
+        for chosen, rejected in zip(*(table[c] for c in columns), strict=True):
+            texts = [t for t in (chosen, rejected) if isinstance(t, str) and t.strip()]
+            if len(texts) < 2:
+                continue  # mixed source: an online row
+            counts["pairs"] += 1
+            sizes = [len(tokenizer.encode(t, add_special_tokens=False)) + 1 for t in texts]
+            counts["long_pairs"] += int(max(sizes) > length)
+    if counts["long_pairs"] > share * counts["pairs"]:
+        raise DPOConfigError(
+            f"{where}: {_share(counts['long_pairs'], counts['pairs'])} offline pairs have a chosen or rejected text "
+            f"over the response length ({length} tokens with the end-of-turn token), truncated when teacher-forced, "
+            f"more than dpo.max_overlong_share={share}; raise data.max_response_length or the share"
+        )
+    return counts
+
+
 def validate_dpo_run(config: Any) -> DPOConfig:
     """All start-up checks of a DPO run; returns the parsed `dpo:` section."""
     dpo = dpo_config(config)
     check_equivalence(config)
     check_pairs(config, dpo)
     check_freeze(config)
+    check_data_sizes(config, dpo)
     return dpo

@@ -9,6 +9,8 @@ Overrides:
   vs wrong well-formed samples), computes Δ and the coefficients ±β σ(−βΔ)/N, logs the `dpo/*` metrics, and opens
   `verl_ext.dpo.dpo_advantage_inputs` around verl's own, unchanged `_compute_advantage`, whose registered `dpo`
   estimator spreads them over the response tokens.
+* `__init__`: runs `recipe/pivot/startup.py:validate_dpo_run` first, so the DPO conditions are checked whichever
+  entry point started the run (`recipe.pivot.main_pivot_dpo` checks them before Ray; verl's `main_ppo` does not).
 * `_update_actor`: with `dpo.skip_empty_update` (default), a batch without any pair makes no optimiser step.
 
 Everything else (rollout, reward, old/ref log-probs, the PPO loss, FSDP, checkpoints) is verl's.
@@ -114,6 +116,15 @@ class DPOTrainer(PPOTrainerSync):
     trainer_mode = DomainGRPOTrainer.trainer_mode
 
     _last_pairs: int | None = None
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        # DPO's start-up checks, whichever entry point started the run: verl's own main_ppo (plugins +
+        # trainer_mode=dpo) never calls recipe/pivot/startup.py, and e.g. token-mean aggregation would make the
+        # gradient wrong while the run continues. Here, in the TaskRunner, before any worker starts.
+        from recipe.pivot.startup import validate_dpo_run
+
+        validate_dpo_run(config)
+        super().__init__(config, *args, **kwargs)
 
     def _dpo_config(self) -> DPOConfig:
         section = self.config.get("dpo")

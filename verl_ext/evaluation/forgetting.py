@@ -12,12 +12,21 @@ Per prior task, with the same rows evaluated before (base) and after (trained) t
 - `answer_js`: mean JS divergence (bits, [0, 1]) between the base and trained answer distributions of each row.
 `reading` then tells "forgot the knowledge" (generative AND teacher-forced accuracy fall) from "changed its answer
 format" (the well-formed rate falls while teacher-forced accuracy holds); see `reading`.
+
+Checked before anything is evaluated (`check_task_files`, `check_cached`): a task name is one folder name (no `/`);
+a task file's row ids (`extra_info.index`, what the runs are paired by) are unique; a classification task's rows
+each have >= 2 `extra_info.class_names` (with fewer, the teacher-forced answer is the label by construction:
+accuracy 1 for any model); a task already evaluated under `--out` is reused only when it was evaluated with the
+same model, data file, limit, backend, seed and max_new_tokens (else refused: one `--out` folder per model).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,9 @@ import numpy as np
 from verl_ext.evaluation import metrics as M
 
 N_BOOT, ALPHA = 2000, 0.05
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one folder under --out
+# run-info keys a reused evaluation must share with the current run (paths compared resolved)
+CACHE_KEYS = ("model", "data", "limit", "backend", "seed", "max_new_tokens")
 
 
 def paired_bootstrap(
@@ -60,8 +72,18 @@ def paired_bootstrap(
     return {"delta": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(diff.size)}
 
 
-def _pair(base: Sequence[dict], trained: Sequence[dict]) -> list[tuple[dict, dict]]:
-    """Records of the same row (by `index`) in both runs; raises when the runs evaluated different rows."""
+def _pair(
+    base: Sequence[dict], trained: Sequence[dict], where: tuple[str, str] = ("base", "trained")
+) -> list[tuple[dict, dict]]:
+    """Records of the same row (by `index`) in both runs; raises on repeated row ids (naming `where`) or when the
+    runs evaluated different rows."""
+    for side, records in zip(where, (base, trained), strict=True):
+        repeated = sorted(i for i, n in Counter(r["index"] for r in records).items() if n > 1)
+        if repeated:
+            raise ValueError(
+                f"{side}: row ids {repeated[:5]} occur more than once ({len(repeated)} repeated): the task file "
+                "repeats extra_info.index, and rows are paired by it; give every row its own index"
+            )
     by_index = {r["index"]: r for r in trained}
     if set(by_index) != {r["index"] for r in base} or len(by_index) != len(trained):
         raise ValueError("base and trained evaluations cover different rows; evaluate both on the same task file")
@@ -73,9 +95,19 @@ def _argmax_correct(record: dict) -> float:
     return float(bool(dist) and max(dist, key=dist.get) == record["label"])
 
 
-def compare_task(base: Sequence[dict], trained: Sequence[dict], seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """The per-task forgetting numbers from two runs' original-view predictions (see the module docstring)."""
-    pairs = _pair(base, trained)
+def compare_task(
+    base: Sequence[dict],
+    trained: Sequence[dict],
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    where: tuple[str, str] = ("base", "trained"),
+) -> dict[str, Any]:
+    """The per-task forgetting numbers from two runs' original-view predictions (see the module docstring).
+
+    Raises:
+        ValueError: repeated row ids, different rows, or classification rows scored over fewer than 2 classes.
+    """
+    pairs = _pair(base, trained, where)
     if pairs and "acc" in pairs[0][0]:  # jigsaw records: exact and hit
         exact = paired_bootstrap([b["acc"] for b, _ in pairs], [t["acc"] for _, t in pairs], n_boot, seed)
         hit = paired_bootstrap([b["hit"] for b, _ in pairs], [t["hit"] for _, t in pairs], n_boot, seed)
@@ -83,6 +115,12 @@ def compare_task(base: Sequence[dict], trained: Sequence[dict], seed: int = 0, n
             [b["answer_valid"] for b, _ in pairs], [t["answer_valid"] for _, t in pairs], n_boot, seed
         )
         return {"kind": "jigsaw", "exact": exact, "hit": hit, "valid_rate": valid}
+    narrow = sum(1 for b, t in pairs for r in (b, t) if len(r.get("answer_distribution") or {}) < 2)
+    if narrow:
+        raise ValueError(
+            f"{where[0]}: {narrow} records have a teacher-forced answer distribution over fewer than 2 classes (rows "
+            "without extra_info.class_names): its accuracy is 1 by construction; give the task's rows their vocabulary"
+        )
     correct = [
         [float(r["prediction"] is not None and r["prediction"] == r["label"]) for r in side] for side in zip(*pairs)
     ]
@@ -138,7 +176,78 @@ def compare_dirs(base_dir: str | Path, trained_dir: str | Path, tasks: Sequence[
     )
     if not names:
         raise ValueError(f"no task evaluated under both {base_dir} and {trained_dir}")
-    return {n: compare_task(read_predictions(base_dir / n), read_predictions(trained_dir / n), seed) for n in names}
+    out = {}
+    for n in names:
+        where = tuple(f"{d / n} (data {_run(d / n).get('data')})" for d in (base_dir, trained_dir))
+        out[n] = compare_task(read_predictions(base_dir / n), read_predictions(trained_dir / n), seed, where=where)
+    return out
+
+
+def _run(task_dir: Path) -> dict[str, Any]:
+    """The `run` info an evaluated task's metrics.json records ({} when absent)."""
+    from verl_ext.evaluation.tasks import METRICS
+
+    path = task_dir / METRICS
+    return dict(json.loads(path.read_text()).get("run") or {}) if path.is_file() else {}
+
+
+def check_task_files(tasks: Mapping[str, str]) -> None:
+    """Refuse, before a model is loaded, task names that are not one folder name, task files with repeated row ids
+    and classification rows with fewer than 2 `extra_info.class_names` (see the module docstring)."""
+    import pyarrow.parquet as pq
+
+    from verl_ext.evaluation.tasks import task_kind
+
+    for name, path in tasks.items():
+        if not TASK_NAME.fullmatch(name):
+            raise ValueError(
+                f"task name {name!r}: it names a folder under --out, so it may hold only letters, digits, '_', '-' "
+                "and '.' (no '/')"
+            )
+        if not Path(path).is_file():
+            raise ValueError(f"task {name}: file not found: {path}")
+        infos = [info or {} for info in pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()]
+        counts = Counter(info.get("index", i) for i, info in enumerate(infos))
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(
+                f"task {name}: {path} repeats row ids (extra_info.index {repeated[:5]}, {len(repeated)} repeated); the "
+                "base and trained runs are paired by it: give every row its own index"
+            )
+        if task_kind(path) == "classification":
+            narrow = sum(1 for info in infos if len(info.get("class_names") or []) < 2)
+            if narrow:
+                raise ValueError(
+                    f"task {name}: {narrow} of {len(infos)} rows of {path} have fewer than 2 extra_info.class_names: "
+                    "the teacher-forced answer would be the label by construction (accuracy 1 for any model); give "
+                    "the rows their answer vocabulary (python -m data_prep writes it)"
+                )
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key in ("model", "data") and a is not None and b is not None:
+        return Path(str(a)).resolve() == Path(str(b)).resolve()
+    return a == b
+
+
+def check_cached(tasks: Mapping[str, str], out_dir: str | Path, run: Mapping[str, Any]) -> None:
+    """A task already evaluated under `out_dir` is reused only if its recorded run has the same `CACHE_KEYS` as
+    `run` (+ the task's data); else refused, so that model B's evaluation never reports model A's metrics."""
+    for name, path in tasks.items():
+        from verl_ext.evaluation.tasks import METRICS
+
+        if not (Path(out_dir) / name / METRICS).is_file():
+            continue  # not finished: evaluate_tasks runs it
+        stored, current = _run(Path(out_dir) / name), {**run, "data": path}
+        # keys an older evaluation did not record are not compared, except the model and the data
+        keys = [k for k in CACHE_KEYS if k in stored or k in ("model", "data")]
+        differ = [k for k in keys if not _same(k, stored.get(k), current.get(k))]
+        if differ:
+            shown = ", ".join(f"{k} {stored.get(k)!r} vs {current.get(k)!r}" for k in differ)
+            raise ValueError(
+                f"{Path(out_dir) / name} holds an evaluation of another run ({shown}); give each model its own --out "
+                "folder, or delete that folder to re-evaluate"
+            )
 
 
 def _backend(args: argparse.Namespace):
@@ -208,7 +317,14 @@ def main(argv: list[str] | None = None) -> int:
             missing = [p for p in tasks.values() if not Path(p).is_file()]
             if missing:
                 raise ValueError(f"task file(s) not found: {missing}")
-            info = {"model": str(args.model), "backend": args.backend, "seed": args.seed}
+            check_task_files(tasks)
+            info = {
+                "model": str(Path(args.model).resolve()),
+                "backend": args.backend,
+                "seed": args.seed,
+                "max_new_tokens": args.max_new_tokens,
+            }
+            check_cached(tasks, args.out, {**info, "limit": args.limit})
             evaluate_tasks(
                 _backend(args), tasks, args.out, args.batch_size, args.limit, info, show_progress=not args.no_progress
             )

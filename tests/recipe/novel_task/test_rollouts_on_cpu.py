@@ -15,9 +15,12 @@ from recipe.novel_task.rollouts import write_jsonl_atomic
 from recipe.novel_task.trainer import rollout_records
 from verl_ext.cpu.tiny_qwen25vl import build_tokenizer
 
+GTS = "2 1\n4 3"  # answer_text([2, 1, 4, 3], grid=2): the ground truth of every row of _train_parquet
 
-def _rec(row, step, session, text, score, truncated=False):
+
+def _rec(row, step, session, text, score, truncated=False, gts=GTS):
     return {
+        "gts": gts,
         "row_index": row,
         "step": step,
         "session": session,
@@ -202,3 +205,61 @@ def test_rollouts_drawn_after_training_by_sampling_a_checkpoint(tmp_path):
     to_sft = ["to-sft", "--dump", str(dump), "--train", str(tmp_path / "train.parquet"), "--out", str(out)]
     assert R.main([*to_sft, "--min-score", "0", "--allow-truncated", "--max-per-prompt", "0"]) == 0
     assert 2 <= len(pd.read_parquet(out)) <= 6
+
+
+def _grid_parquet(path, grid, n, seed):
+    """A data_prep jigsaw file's rows: numbered from 0, the permutation drawn from (seed, index)."""
+    from verl_ext.jigsaw import draw_permutation, ground_truth_answer
+
+    rows = [
+        jigsaw_row(
+            shuffled_png=bytes([i]) * 8,
+            answer=ground_truth_answer(draw_permutation(grid * grid, seed, i)),
+            grid=grid,
+            question="q",
+            prompt_style="plain",
+            split="train",
+            index=i,
+            dataset="ucm",
+            source_path=f"img{i}",
+        )
+        for i in range(n)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return rows
+
+
+def test_a_dump_from_another_data_prep_run_is_refused_with_the_counts(tmp_path, capsys):
+    # the GRPO run trained on a 2 x 2 file; --train names a 3 x 3 one: the same row ids 0..8, other puzzles
+    dumped = _grid_parquet(tmp_path / "grid2.parquet", grid=2, n=9, seed=0)
+    _grid_parquet(tmp_path / "grid3.parquet", grid=3, n=9, seed=0)
+    records = [
+        {**_rec(r["extra_info"]["index"], 1, 0, "x", 3.0, gts=r["reward_model"]["ground_truth"]), **identity}
+        for r in dumped
+        for identity in [{"data_source": r["data_source"], "dataset": "ucm"}]
+    ]
+    write_jsonl_atomic(tmp_path / "dump" / "1.jsonl", records)
+    argv = ["to-sft", "--dump", str(tmp_path / "dump"), "--out", str(tmp_path / "sft.parquet")]
+    assert R.main([*argv, "--train", str(tmp_path / "grid3.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "data_source differs in 9 of 9, gts differs in 9 of 9 records" in err and "--train file" in err
+    assert not (tmp_path / "sft.parquet").exists()
+    assert R.main([*argv, "--train", str(tmp_path / "grid2.parquet")]) == 0  # its own file: accepted
+    # another --seed, same grid: the permutations differ (hand-checked: at least one of 9 rows)
+    _grid_parquet(tmp_path / "seed1.parquet", grid=2, n=9, seed=1)
+    rows = R.rows_by_index([tmp_path / "seed1.parquet"])
+    with pytest.raises(ValueError, match=r"gts differs in [1-9] of 9"):
+        R.check_join(records, rows)
+    # a record without gts cannot be checked
+    with pytest.raises(ValueError, match="gts differs in 1 of 1"):
+        R.check_join([{**records[0], "gts": None}], R.rows_by_index([tmp_path / "grid2.parquet"]))
+
+
+def test_sampling_defaults_to_the_gpu_runs_response_length():
+    import re
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "examples" / "run_qwen25vl_jigsaw.sh"
+    length = int(re.search(r'MAX_RESPONSE_LENGTH="\$\{MAX_RESPONSE_LENGTH:-(\d+)\}"', script.read_text()).group(1))
+    args = R.build_parser().parse_args(["sample", "--model", "m", "--data", "d", "--out", "o"])
+    assert args.max_new_tokens == length == 1024

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from pivot_helpers import REPO, dpo_config, script_argv, write_pairs
+from pivot_helpers import REPO, dpo_config, script_argv, tiny_model, write_pairs
 
 from recipe.pivot.sft import stage_overrides, train_command
 from recipe.pivot.startup import validate_dpo_run
 
 
-def _dpo_launch(tmp_path: Path, env: dict[str, str], *args: str):
-    train = write_pairs(tmp_path / "pairs.parquet", [("a", "b")])
-    argv = script_argv("run_pivot_dpo.sh", tmp_path, {"TRAIN_FILES": train, **env}, *args)
+def _dpo_launch(tmp_path: Path, env: dict[str, str], *args: str, rows: int = 256):
+    train = write_pairs(tmp_path / "pairs.parquet", [("a", "b")] * rows)  # the script's batch: 256 rows
+    env = {"TRAIN_FILES": train, "MODEL_PATH": str(tiny_model()), **env}
+    argv = script_argv("run_pivot_dpo.sh", tmp_path, env, *args)
     assert argv[:2] == ["-m", "recipe.pivot.main_pivot_dpo"]
     config = dpo_config(argv[2:])
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -39,6 +40,14 @@ def test_dpo_script_has_the_papers_settings_and_validates(tmp_path):
     assert actor.optim.lr_scheduler_type == "cosine" and actor.ppo_mini_batch_size == 256
     assert (rollout.name, rollout.n, actor.strategy, config.trainer.n_gpus_per_node) == ("vllm", 2, "fsdp2", 8)
     assert actor.freeze_vision_tower is False and config.dpo.pairs.source == "offline"
+
+
+def test_dpo_script_refuses_a_file_smaller_than_its_batch(tmp_path):
+    # the documented GPU default (batch 256) on the 145-row demo-rs pairs: no step, ZeroDivisionError after Ray starts
+    from verl_ext.dpo import DPOConfigError
+
+    with pytest.raises(DPOConfigError, match=r"145 training rows .* < data.train_batch_size=256"):
+        _dpo_launch(tmp_path, {}, rows=145)
 
 
 def test_dpo_script_online_and_frozen_encoder_variants(tmp_path):

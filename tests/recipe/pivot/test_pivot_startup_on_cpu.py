@@ -116,3 +116,54 @@ def test_engine_registry_selects_the_freezing_engine_on_every_vendor_key():
         for key in freeze.VENDOR_KEYS:
             assert registry[key] is freeze.FreezingFSDPEngine
     freeze.register()  # idempotent
+
+
+def test_the_dpo_trainer_mode_checks_the_conditions_whichever_entry_point_started_it(tmp_path, monkeypatch):
+    # verl's own main_ppo (plugins + trainer_mode=dpo) skips recipe/pivot/startup.py: the trainer mode checks itself
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from recipe.pivot.trainer import DPOTrainer
+
+    started = []
+    monkeypatch.setattr(PPOTrainerSync, "__init__", lambda self, config: started.append(config))
+    with pytest.raises(DPOConfigError, match=r"actor_rollout_ref\.actor\.loss_agg_mode='token-mean'"):
+        DPOTrainer(config=_valid(tmp_path, ["actor_rollout_ref.actor.loss_agg_mode=token-mean"]))
+    assert started == []  # refused before verl's trainer is built
+    config = _valid(tmp_path)
+    DPOTrainer(config=config)
+    assert started == [config]
+
+
+def test_rows_fewer_than_the_batch_are_refused_before_ray(tmp_path):
+    # 3 pairs, batch 4: verl's dataloader (drop_last) has no batch -> ZeroDivisionError after Ray starts today
+    train = write_pairs(tmp_path / "pairs.parquet", [("a", "b")] * 3)
+    config = dpo_config([f"data.train_files={train}", "data.train_batch_size=4"])
+    with pytest.raises(DPOConfigError, match=r"3 training rows .* < data.train_batch_size=4"):
+        validate_dpo_run(config)
+    validate_dpo_run(dpo_config([f"data.train_files={train}", "data.train_batch_size=3"]))
+
+
+def test_overlong_pairs_and_prompts_are_counted_and_refused_above_the_share(tmp_path):
+    from recipe.pivot.startup import check_data_sizes
+
+    # the tiny tokenizer is byte-level: "x" * 30 is 30 tokens + the end-of-turn token = 31 > 24
+    pairs = [("x" * 30, "b"), ("a", "b"), ("a", "b"), ("a", "b")]
+    train = write_pairs(tmp_path / "pairs.parquet", pairs)
+    base = [f"data.train_files={train}", "data.max_response_length=24"]
+    with pytest.raises(DPOConfigError, match=r"1 of 4 \(25.0%\) offline pairs .* over the response length \(24"):
+        validate_dpo_run(dpo_config(base))
+    config = dpo_config([*base, "dpo.max_overlong_share=0.25"])  # 1/4 is not above 0.25
+    assert check_data_sizes(config, validate_dpo_run(config)) == {
+        "rows": 4,
+        "long_prompts": 0,
+        "pairs": 4,
+        "long_pairs": 1,
+    }
+    # every prompt (an image is >= 4 vision tokens + the text) is over 8 tokens
+    short = [f"data.train_files={train}", "data.max_prompt_length=8", "dpo.max_overlong_share=1"]
+    with pytest.raises(DPOConfigError, match=r"4 of 4 \(100.0%\) prompts .* data.truncation=error would stop"):
+        validate_dpo_run(dpo_config(short))
+    with pytest.raises(DPOConfigError, match=r"0 training rows \(after verl's overlong-prompt filter\)"):
+        validate_dpo_run(dpo_config([*short, "data.filter_overlong_prompts=true"]))
+    with pytest.raises(DPOConfigError, match=r"4 of 4 \(100.0%\) prompts .* more than dpo.max_overlong_share=0.5"):
+        validate_dpo_run(dpo_config([*short, "data.filter_overlong_prompts=true", "dpo.max_overlong_share=0.5"]))

@@ -97,3 +97,44 @@ def test_study_spec_checks_and_plan(tmp_path):
     assert spec["vars"]["dpo_extra"] == ["x=1"]
     dpo = next(s for s in plan(spec) if s.name == "dpo")
     assert dpo.variables["pairs_file"] == "my.parquet" and dpo.variables["ckpt"] == str(tmp_path / "dpo")
+
+
+def test_transplant_keeps_a_dpo_sized_update_of_an_fp32_donor_into_a_bf16_base(tmp_path, models):
+    # Qwen2.5-VL ships in bf16, verl saves fp32: a DPO-sized step (lr 1e-6 · Adam's ~unit step) is far below bf16's
+    # spacing (2^-8 relative), so a cast to the base's bf16 rounds most of it away.
+    from transformers import AutoModelForImageTextToText
+
+    from verl_ext.probes.weights import vision_state
+
+    base_fp32, _ = models
+    base = tmp_path / "base_bf16"
+    model = AutoModelForImageTextToText.from_pretrained(base_fp32, dtype=torch.float32).to(torch.bfloat16)
+    model.save_pretrained(base, safe_serialization=True)
+    for extra in base_fp32.iterdir():  # tokenizer / processor files
+        if not (base / extra.name).exists():
+            (base / extra.name).write_bytes(extra.read_bytes())
+    donor = tmp_path / "donor_fp32"
+    model = model.to(torch.float32)  # the base's values, exactly, in fp32
+    generator = torch.Generator().manual_seed(0)
+    update = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if part_of(name) == "vision_tower":
+                step = 1e-6 * torch.randn(param.shape, generator=generator)  # lr 1e-6, unit-sized Adam step
+                param.add_(step)
+                update[name.split("visual.", 1)[1]] = step
+    model.save_pretrained(donor, safe_serialization=True)
+
+    info = transplant(base, donor, tmp_path / "out", seed=0)
+    out, given, before = vision_state(tmp_path / "out", cast=None), vision_state(donor, cast=None), vision_state(base)
+    for name, step in update.items():
+        assert torch.equal(out[name], given[name]), name  # the donor's fp32 values, bit for bit
+        kept = out[name].float() - before[name]
+        cosine = torch.nn.functional.cosine_similarity(kept.flatten(), step.flatten(), dim=0)
+        assert cosine > 0.999, (name, float(cosine))
+    llm = load_file(tmp_path / "out" / "model.safetensors")
+    base_llm = load_file(base / "model.safetensors")
+    for name, tensor in llm.items():
+        if part_of(name) == "language_model":
+            assert torch.equal(tensor, base_llm[name].float()), name  # bf16 values held exactly in fp32
+    assert info["dtype"] == "float32"

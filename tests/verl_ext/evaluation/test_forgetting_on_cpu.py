@@ -160,3 +160,65 @@ def test_target_likelihood_is_the_teacher_forced_score(tiny_model, tmp_path):
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
     code = F.main(["compare", "--base", str(tmp_path), "--trained", str(tmp_path), "--out", str(tmp_path / "x.json")])
     assert code == 2 and "no task evaluated" in capsys.readouterr().err
+
+
+def test_a_prior_task_without_class_names_is_refused_not_scored_one(tmp_path, capsys):
+    # rows with empty class_names: the vocabulary is the label alone, so a random model's teacher-forced accuracy is 1
+    rows = [make_row(i, UCM_VOCAB[i % 3], UCM_VOCAB, None) for i in range(3)]
+    for row in rows:
+        row["extra_info"]["class_names"] = []
+    path = write_rows(tmp_path / "bare.parquet", rows)
+    argv = ["evaluate", "--model", str(tmp_path / "unused"), "--out", str(tmp_path / "e")]
+    assert F.main([*argv, "--tasks", f"bare={path}"]) == 2
+    assert "3 of 3 rows" in capsys.readouterr().err
+    # existing evaluations scored over one class: compare refuses (a fall 100 % -> 0 % would read "format changed")
+    one = [{"a": 1.0}] * 60
+    with pytest.raises(ValueError, match="fewer than 2 classes"):
+        F.compare_task(_records(["a"] * 60, ["a"] * 60, one), _records([None] * 60, ["a"] * 60, one))
+
+
+def test_repeated_row_ids_name_the_file(tmp_path, capsys):
+    rows = [make_row(i % 2, UCM_VOCAB[i % 3], UCM_VOCAB, None) for i in range(4)]  # ids 0, 1, 0, 1
+    path = write_rows(tmp_path / "dup.parquet", rows)
+    argv = ["evaluate", "--model", str(tmp_path / "unused"), "--out", str(tmp_path / "e")]
+    assert F.main([*argv, "--tasks", f"dup={path}"]) == 2
+    err = capsys.readouterr().err
+    assert "dup.parquet repeats row ids" in err and "[0, 1]" in err
+    records = _records(["a"] * 4, ["a"] * 4, [{"a": 0.9, "b": 0.1}] * 4)
+    records[1]["index"] = 0
+    with pytest.raises(ValueError, match=r"base run: row ids \[0\] occur more than once"):
+        F.compare_task(records, records, where=("base run", "trained run"))
+
+
+def test_a_task_name_with_a_slash_is_refused(tmp_path, capsys):
+    path = write_rows(tmp_path / "t.parquet", [make_row(i, UCM_VOCAB[i % 3], UCM_VOCAB, None) for i in range(2)])
+    argv = ["evaluate", "--model", str(tmp_path / "unused"), "--out", str(tmp_path / "e")]
+    assert F.main([*argv, "--tasks", f"rs/ucm={path}"]) == 2
+    assert "task name 'rs/ucm'" in capsys.readouterr().err
+
+
+def test_another_models_evaluation_under_out_is_not_reused(tiny_model, tmp_path, capsys):
+    path = write_rows(tmp_path / "t.parquet", [make_row(i, UCM_VOCAB[i % 3], UCM_VOCAB, None) for i in range(2)])
+
+    def finished(out, model):  # a finished evaluation of `model` (an older record: no max_new_tokens)
+        run = {"model": str(model), "backend": "hf", "seed": 0, "task": "prior", "data": str(path), "limit": None}
+        (out / "prior").mkdir(parents=True)
+        (out / "prior" / "metrics.json").write_text(json.dumps({"kind": "classification", "n": 2, "run": run}))
+
+    finished(tmp_path / "eval_a", tmp_path / "model_a")
+    argv = [
+        "evaluate",
+        "--tasks",
+        f"prior={path}",
+        "--no-progress",
+        "--max-new-tokens",
+        "4",
+        "--model",
+        str(tiny_model),
+    ]
+    assert F.main([*argv, "--out", str(tmp_path / "eval_a")]) == 2  # model B into model A's folder
+    err = capsys.readouterr().err
+    assert "holds an evaluation of another run (model" in err and "model_a" in err
+    finished(tmp_path / "eval_b", tiny_model)  # the same model's own folder is reused
+    assert F.main([*argv, "--out", str(tmp_path / "eval_b")]) == 0
+    assert "done before" in capsys.readouterr().out
