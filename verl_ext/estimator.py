@@ -13,7 +13,7 @@ How D_i reaches the estimator depends on the verl it runs on (`verl_has_domain_g
   (with the field `domain_consistency`) in `compute_advantage`; this module's estimator is then not registered.
 - verl with PR #7473 (open upstream): `compute_advantage` hands `batch` and `non_tensor_batch` to every registered
   estimator that declares them. This estimator declares both and reads the per-sample field `domain_consistency`
-  there, so on such a verl D_i reaches it with no trainer-side context and no verl patch.
+  there: on such a verl the estimator needs no context, only a batch that carries the field.
 Where D_i is looked up, first found wins: the `domain_consistency` keyword, `batch["domain_consistency"]`,
 `non_tensor_batch["domain_consistency"]`, the `domain_advantage_inputs` context. With none of them the estimator
 raises: `domain_grpo` never silently degrades to GRPO.
