@@ -1,6 +1,7 @@
 """Prove that the verl patches in upstream/ apply, alone and together, and change no outcome of verl's own tests.
 
-    python upstream/prove_patch.py [--verl-src DIR] [--keep DIR] [--json PATH] [--no-project-tests]
+    python upstream/prove_patch.py [--verl-src DIR] [--exclude PATH] [--ignore PATH] [--keep DIR] [--json PATH]
+                                   [--no-project-tests]
 
 Builds four trees, each a copy of verl with verl's CPU tests beside it: unpatched, each patch alone, both patches.
 Without `--verl-src` the copy is the installed verl 0.9.1 package plus the tests vendored in `upstream/tests/` (verl
@@ -56,6 +57,7 @@ PROJECT_TESTS = (
 )
 VERL_VERSION = "0.9.1"
 PYTEST_TIMEOUT_S = 900
+TIMED_OUT = 124  # run_pytest's return code when it killed pytest at PYTEST_TIMEOUT_S
 
 
 class UsageError(Exception):
@@ -145,7 +147,8 @@ def _clean_env(pythonpath: list[Path]) -> dict[str, str]:
 
 
 def run_pytest(args: list[str], cwd: Path, pythonpath: list[Path], junit: Path) -> tuple[int, str]:
-    """pytest in a subprocess of its own session (killed with its children on timeout or interrupt)."""
+    """pytest in a subprocess of its own session (killed with its children on timeout or interrupt); (rc, output),
+    rc `TIMED_OUT` when it ran past `PYTEST_TIMEOUT_S`."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *args]
     proc = subprocess.Popen(
         command, cwd=cwd, env=_clean_env(pythonpath), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -153,7 +156,11 @@ def run_pytest(args: list[str], cwd: Path, pythonpath: list[Path], junit: Path) 
     )  # fmt: skip
     try:
         out, _ = proc.communicate(timeout=PYTEST_TIMEOUT_S)
-    except BaseException:  # timeout, SIGINT, SIGTERM: leave nothing running
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return TIMED_OUT, f"pytest timed out after {PYTEST_TIMEOUT_S} s and was killed (use --ignore for hanging tests)"
+    except BaseException:  # SIGINT, SIGTERM: leave nothing running
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
@@ -183,8 +190,11 @@ def _is_patch_test(test_id: str, patch_tests: tuple[str, ...]) -> bool:
     return any(Path(path).stem in test_id.split("::")[0].split(".") for path in patch_tests)
 
 
-def prove(workdir: Path, src: Path | None, project_tests: bool, extra_excludes: tuple[str, ...]) -> list[Check]:
-    """Run every check in `workdir` (which must be empty); returns them in order."""
+def prove(
+    workdir: Path, src: Path | None, project_tests: bool, extra_excludes: tuple[str, ...], ignores: tuple[str, ...] = ()
+) -> list[Check]:
+    """Run every check in `workdir` (which must be empty); returns them in order. `ignores`: verl test paths left out
+    of every session (pytest `--ignore`), e.g. tests that start Ray."""
     wheel = None if src is not None else installed_verl()
     excludes = extra_excludes + (() if src is not None else WHEEL_ONLY_EXCLUDES)
     label = f"verl {verl_version(src / 'verl')} checkout" if src is not None else f"the verl {VERL_VERSION} wheel"
@@ -212,7 +222,12 @@ def prove(workdir: Path, src: Path | None, project_tests: bool, extra_excludes: 
         start = time.monotonic()
         own = tuple(test for name in names for test in PATCHES[name][1])
         junit = workdir / f"{variant}.xml"
-        rc, out = run_pytest([*VERL_TESTS, *own], tree, [tree], junit)
+        rc, out = run_pytest([*VERL_TESTS, *own, *(f"--ignore={path}" for path in ignores)], tree, [tree], junit)
+        if rc == TIMED_OUT:
+            record(f"{'+'.join(names) or 'unpatched'}: verl's tests", "pass", False, out, start)
+            if reference is None:
+                return checks  # nothing to compare the patched trees with
+            continue
         outcomes = junit_outcomes(junit)
         verl = {k: v for k, v in outcomes.items() if not _is_patch_test(k, own)}
         if reference is None:  # the unpatched tree comes first
@@ -241,7 +256,8 @@ def prove(workdir: Path, src: Path | None, project_tests: bool, extra_excludes: 
         else:
             rc, out = run_pytest(list(tests), stock, [stock], workdir / f"stock-{name}.xml")
             reason = "ImportError" if "ImportError" in out else summarise(junit_outcomes(workdir / f"stock-{name}.xml"))
-            record(f"{name}'s tests, unpatched verl (must fail)", "fail", rc != 0, f"pytest rc {rc}; {reason}", start)
+            failed = rc not in (0, TIMED_OUT)  # a timeout proves nothing
+            record(f"{name}'s tests, unpatched verl (must fail)", "fail", failed, f"pytest rc {rc}; {reason}", start)
 
     if project_tests and src is None and "both" in ready:
         start = time.monotonic()
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verl-src", type=Path, help="a verl source checkout to patch instead of the installed wheel")
     parser.add_argument("--exclude", action="append", default=[], help="a path the patches leave alone (repeatable)")
+    parser.add_argument("--ignore", action="append", default=[], help="a verl test path not to run (repeatable)")
     parser.add_argument("--keep", type=Path, help="build the trees in this new folder and keep them (for editing)")
     parser.add_argument("--json", type=Path, help="also write the checks as JSON to this file")
     parser.add_argument("--no-project-tests", action="store_true", help="skip the project's tests on patched verl")
@@ -286,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             workdir = Path(tempfile.mkdtemp(prefix="verl-patches-"))
         try:
-            checks = prove(workdir, src, not args.no_project_tests, tuple(args.exclude))
+            checks = prove(workdir, src, not args.no_project_tests, tuple(args.exclude), tuple(args.ignore))
         finally:
             if args.keep is None:
                 shutil.rmtree(workdir, ignore_errors=True)
