@@ -1,15 +1,20 @@
-"""Prove that upstream/verl-0.9.1-domain_grpo.patch applies to the installed verl 0.9.1 and works.
+"""Prove that the verl patches in upstream/ apply, alone and together, and change no outcome of verl's own tests.
 
-    python upstream/prove_patch.py [--keep DIR] [--json PATH] [--no-project-tests]
+    python upstream/prove_patch.py [--verl-src DIR] [--exclude PATH] [--ignore PATH] [--keep DIR] [--json PATH]
+                                   [--no-project-tests]
 
-Copies the installed `verl/` package twice into a temporary folder, puts verl's upstream CPU tests
-(`upstream/tests/`, vendored from verl v0.9.0) beside each copy, and:
-  1. applies the patch to one copy with `git apply` (every file but `docs/index.rst`, which only a verl checkout has);
-  2. runs, in one pytest session as verl's CPU CI does, (a) the patch's own tests and (b) verl's
-     `tests/trainer/ppo/*_on_cpu.py` against the patched copy: both must pass;
-  3. runs the patch's tests against the unpatched copy (only the patch's test file added): they must fail;
-  4. runs the project's own flavour-aware tests (estimator, trainer mode) with the patched copy first on the path:
-     the recipe must hand D_i through verl's own compute_advantage there (they must pass).
+Builds four trees, each a copy of verl with verl's CPU tests beside it: unpatched, each patch alone, both patches.
+Without `--verl-src` the copy is the installed verl 0.9.1 package plus the tests vendored in `upstream/tests/` (verl
+v0.9.0's; the wheel ships no tests); with `--verl-src DIR` it is the checkout's `verl/`, `tests/`, `docs/` and
+`examples/` (any version, e.g. verl's main). Then:
+  1. `git apply`s the patches to each patched tree (on the wheel every file but `docs/index.rst`, which only a checkout
+     has; `--exclude PATH` leaves out more, e.g. a hunk a newer verl has made unnecessary);
+  2. runs, in one pytest session per tree as verl's CPU CI does, verl's tests near the patched code (`VERL_TESTS`)
+     and the applied patches' own tests: the patches' tests must pass, and every verl test must end exactly as it
+     does on the unpatched tree (same tests, same outcome each);
+  3. adds each patch's test files alone to the unpatched tree and runs them: they must fail there;
+  4. (installed verl only) runs the project's own flavour-aware tests (`PROJECT_TESTS`) with the doubly patched tree
+     first on the path: the recipe must then take verl's own `domain_grpo` and `freeze_vision_tower` paths.
 Prints a markdown table; exit 0 when every check came out as expected, 1 when one did not, 2 on a usage error.
 """
 
@@ -32,14 +37,27 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PATCH = HERE / "verl-0.9.1-domain_grpo.patch"
-VENDORED_TESTS = HERE / "tests"  # verl v0.9.0's tests/trainer/ppo/*_on_cpu.py, with their package __init__ files
-REPO_ONLY = ("docs/index.rst",)  # files the patch changes that the wheel does not ship
-PATCH_TESTS = "tests/trainer/ppo/test_domain_grpo_on_cpu.py"
-UPSTREAM_TESTS = "tests/trainer/ppo"
-PROJECT_TESTS = ("tests/verl_ext/test_estimator_on_cpu.py", "tests/recipe/test_trainer_mode_on_cpu.py")
+VENDORED_TESTS = HERE / "tests"  # verl v0.9.0's CPU tests near the patched code, with their package __init__ files
+PATCHES = {  # name: (patch file, its own test files)
+    "domain_grpo": (HERE / "verl-0.9.1-domain_grpo.patch", ("tests/trainer/ppo/test_domain_grpo_on_cpu.py",)),
+    "freeze_vision_tower": (
+        HERE / "verl-0.9.1-freeze_vision_tower.patch",
+        ("tests/workers/engine/test_freeze_vision_tower_on_cpu.py",),
+    ),
+}
+VARIANTS = {"stock": (), **{name: (name,) for name in PATCHES}, "both": tuple(PATCHES)}
+# verl's own tests of the code the patches touch: core_algos / ray_trainer / v1 trainer, utils/model, worker configs
+VERL_TESTS = ("tests/trainer/ppo", "tests/utils/test_model_on_cpu.py", "tests/workers/config")
+WHEEL_ONLY_EXCLUDES = ("docs/index.rst",)  # files the patches change that the wheel does not ship
+CHECKOUT_DIRS = ("verl", "tests", "docs", "examples")
+PROJECT_TESTS = (
+    "tests/verl_ext/test_estimator_on_cpu.py",
+    "tests/recipe/test_trainer_mode_on_cpu.py",
+    "tests/upstream/test_freeze_paths_on_cpu.py",
+)
 VERL_VERSION = "0.9.1"
-PYTEST_TIMEOUT_S = 600
+PYTEST_TIMEOUT_S = 900
+TIMED_OUT = 124  # run_pytest's return code when it killed pytest at PYTEST_TIMEOUT_S
 
 
 class UsageError(Exception):
@@ -49,7 +67,7 @@ class UsageError(Exception):
 @dataclass
 class Check:
     name: str
-    expected: str  # "applies", "pass" or "fail"
+    expected: str  # "applies", "pass", "fail", "same" (as unpatched) or "reference"
     ok: bool
     result: str
     seconds: float
@@ -61,11 +79,26 @@ def installed_verl() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("verl is not installed in this Python; install verl==0.9.1 (see the project README)")
     folder = Path(next(iter(spec.submodule_search_locations)))
-    version_file = folder / "version" / "version"
-    version = version_file.read_text().strip() if version_file.exists() else "unknown"
+    version = verl_version(folder)
     if version != VERL_VERSION:
-        raise UsageError(f"the patch is for verl {VERL_VERSION}, but {folder} is verl {version}")
+        raise UsageError(
+            f"the patches are made for verl {VERL_VERSION}, but {folder} is verl {version}; use --verl-src"
+        )
     return folder
+
+
+def verl_version(package: Path) -> str:
+    version_file = package / "version" / "version"
+    return version_file.read_text().strip() if version_file.exists() else "unknown"
+
+
+def checkout_source(src: Path) -> Path:
+    """`--verl-src DIR`: a verl source checkout (its `verl/` package and `tests/` folder must be there)."""
+    src = src.resolve()
+    for needed in ("verl/__init__.py", "tests"):
+        if not (src / needed).exists():
+            raise UsageError(f"--verl-src {src} is not a verl source checkout (no {needed})")
+    return src
 
 
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -73,31 +106,37 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
-def build_tree(dest: Path, verl_dir: Path) -> None:
-    """`dest/verl` (a copy of the wheel's package) + `dest/tests` (verl's vendored CPU tests) + pytest.ini, as a
-    git repository with that state committed (so `git diff` in a kept tree shows what the patch changed)."""
-    shutil.copytree(verl_dir, dest / "verl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(VENDORED_TESTS, dest / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.md"))
+def build_tree(dest: Path, wheel: Path | None, src: Path | None) -> None:
+    """`dest` = verl (the wheel's package + vendored tests, or the checkout's folders) + pytest.ini, as a git
+    repository with that state committed (so `git diff` in a kept tree shows what the patches changed)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
+    dest.mkdir(parents=True)
+    if src is not None:
+        for name in CHECKOUT_DIRS:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dest / name, ignore=ignore)
+    else:
+        shutil.copytree(wheel, dest / "verl", ignore=ignore)
+        shutil.copytree(VENDORED_TESTS, dest / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.md"))
     # verl's CPU CI: `echo 'python_files = *_on_cpu.py' >> pytest.ini; pytest -s -x --asyncio-mode=auto tests/`
     (dest / "pytest.ini").write_text("[pytest]\npython_files = *_on_cpu.py\n")
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=prove", "-c", "user.email=prove@local", "commit"]):
-        done = _git([*args, "-q", "-m", "verl 0.9.1 wheel + vendored tests"] if args[-1] == "commit" else args, dest)
+        done = _git([*args, "-q", "-m", "verl + its CPU tests"] if args[-1] == "commit" else args, dest)
         if done.returncode != 0:
             raise UsageError(f"git {' '.join(args)} failed in {dest}: {done.stderr.strip()}")
     (dest / ".git" / "info" / "exclude").write_text("pytest.ini\n.pytest_cache/\n__pycache__/\n*.xml\n")
 
 
-def apply_patch(tree: Path, include: str | None = None) -> tuple[bool, str]:
-    """`git apply` the patch to `tree` (only the paths matching `include`, if given); (applied, message)."""
-    args = ["apply", "--whitespace=error-all"] + [f"--exclude={path}" for path in REPO_ONLY]
+def apply_patch(tree: Path, patch: Path, excludes: tuple[str, ...], include: str | None = None) -> tuple[bool, str]:
+    """`git apply` `patch` to `tree` (only the paths matching `include`, if given); (applied, message)."""
+    args = ["apply", "--whitespace=error-all"] + [f"--exclude={path}" for path in excludes]
     if include is not None:
         args.append(f"--include={include}")
     for step in (["--check", "-v"], []):
-        done = _git([*args, *step, str(PATCH)], tree)
+        done = _git([*args, *step, str(patch)], tree)
         if done.returncode != 0:
             return False, (done.stderr or done.stdout).strip().splitlines()[-1]
-    changed = _git(["status", "--porcelain"], tree).stdout.splitlines()
-    return True, f"{len(changed)} files changed or added"
+    return True, "applied"
 
 
 def _clean_env(pythonpath: list[Path]) -> dict[str, str]:
@@ -108,7 +147,8 @@ def _clean_env(pythonpath: list[Path]) -> dict[str, str]:
 
 
 def run_pytest(args: list[str], cwd: Path, pythonpath: list[Path], junit: Path) -> tuple[int, str]:
-    """pytest in a subprocess of its own session (killed with its children on timeout or interrupt)."""
+    """pytest in a subprocess of its own session (killed with its children on timeout or interrupt); (rc, output),
+    rc `TIMED_OUT` when it ran past `PYTEST_TIMEOUT_S`."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *args]
     proc = subprocess.Popen(
         command, cwd=cwd, env=_clean_env(pythonpath), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -116,93 +156,117 @@ def run_pytest(args: list[str], cwd: Path, pythonpath: list[Path], junit: Path) 
     )  # fmt: skip
     try:
         out, _ = proc.communicate(timeout=PYTEST_TIMEOUT_S)
-    except BaseException:  # timeout, SIGINT, SIGTERM: leave nothing running
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return TIMED_OUT, f"pytest timed out after {PYTEST_TIMEOUT_S} s and was killed (use --ignore for hanging tests)"
+    except BaseException:  # SIGINT, SIGTERM: leave nothing running
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
     return proc.returncode, out
 
 
-def junit_counts(junit: Path) -> dict[str, Counter]:
-    """Per test file: Counter of passed / failed / error / skipped, from pytest's junit XML (written by us)."""
-    per_file: dict[str, Counter] = {}
+def junit_outcomes(junit: Path) -> dict[str, str]:
+    """{test id: passed / failed / error / skipped} from pytest's junit XML (written by us)."""
+    outcomes: dict[str, str] = {}
     if not junit.exists():
-        return per_file
+        return outcomes
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
-        module = case.get("classname", "").split(".")
-        name = next((part for part in module if part.startswith("test_")), case.get("file", "?"))
         outcome = "passed"
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed"}.get(child.tag, child.tag)
-        per_file.setdefault(name, Counter())[outcome] += 1
-    return per_file
+        outcomes[f"{case.get('classname', '')}::{case.get('name', '')}"] = outcome
+    return outcomes
 
 
-def summarise(counts: Counter) -> str:
+def summarise(outcomes: dict[str, str]) -> str:
+    counts = Counter(outcomes.values())
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests ran"
 
 
-def prove(workdir: Path, project_tests: bool) -> list[Check]:
-    """Run every check in `workdir` (which must be empty); returns them in order."""
-    verl_dir = installed_verl()
-    checks: list[Check] = []
+def _is_patch_test(test_id: str, patch_tests: tuple[str, ...]) -> bool:
+    return any(Path(path).stem in test_id.split("::")[0].split(".") for path in patch_tests)
 
-    def timed(name: str, expected: str, fn) -> None:
-        start = time.monotonic()
-        ok, result = fn()
+
+def prove(
+    workdir: Path, src: Path | None, project_tests: bool, extra_excludes: tuple[str, ...], ignores: tuple[str, ...] = ()
+) -> list[Check]:
+    """Run every check in `workdir` (which must be empty); returns them in order. `ignores`: verl test paths left out
+    of every session (pytest `--ignore`), e.g. tests that start Ray."""
+    wheel = None if src is not None else installed_verl()
+    excludes = extra_excludes + (() if src is not None else WHEEL_ONLY_EXCLUDES)
+    label = f"verl {verl_version(src / 'verl')} checkout" if src is not None else f"the verl {VERL_VERSION} wheel"
+    checks: list[Check] = []
+    ready: set[str] = set()  # variants whose patches applied
+
+    def record(name: str, expected: str, ok: bool, result: str, start: float) -> None:
         checks.append(Check(name, expected, ok, result, round(time.monotonic() - start, 1)))
         print(f"[{'ok' if ok else 'UNEXPECTED'}] {name}: {result} ({checks[-1].seconds} s)", flush=True)
 
-    patched, stock = workdir / "patched", workdir / "stock"
-    for tree in (patched, stock):
-        build_tree(tree, verl_dir)
-    timed("patch applies to a copy of the verl 0.9.1 wheel (git apply)", "applies", lambda: apply_patch(patched))
-    if not checks[-1].ok:
-        return checks
+    reference: dict[str, str] | None = None
+    for variant, names in VARIANTS.items():
+        tree = workdir / variant
+        build_tree(tree, wheel, src)
+        start = time.monotonic()
+        messages = [apply_patch(tree, PATCHES[name][0], excludes) for name in names]
+        if names:
+            applied = all(ok for ok, _ in messages)
+            changed = len(_git(["status", "--porcelain"], tree).stdout.splitlines())
+            detail = f"{changed} files changed or added" if applied else "; ".join(m for ok, m in messages if not ok)
+            record(f"{'+'.join(names)}: applies to {label}", "applies", applied, detail, start)
+            if not applied:
+                continue
+        ready.add(variant)
+        start = time.monotonic()
+        own = tuple(test for name in names for test in PATCHES[name][1])
+        junit = workdir / f"{variant}.xml"
+        rc, out = run_pytest([*VERL_TESTS, *own, *(f"--ignore={path}" for path in ignores)], tree, [tree], junit)
+        if rc == TIMED_OUT:
+            record(f"{'+'.join(names) or 'unpatched'}: verl's tests", "pass", False, out, start)
+            if reference is None:
+                return checks  # nothing to compare the patched trees with
+            continue
+        outcomes = junit_outcomes(junit)
+        verl = {k: v for k, v in outcomes.items() if not _is_patch_test(k, own)}
+        if reference is None:  # the unpatched tree comes first
+            reference = verl
+            record(
+                f"unpatched: verl's tests ({', '.join(VERL_TESTS)})", "reference", bool(verl), summarise(verl), start
+            )
+            continue
+        ours = {k: v for k, v in outcomes.items() if _is_patch_test(k, own)}
+        ok = bool(ours) and set(ours.values()) <= {"passed", "skipped"} and "passed" in ours.values()
+        record(f"{'+'.join(names)}: the patches' own tests", "pass", ok, summarise(ours), start)
+        differ = sorted(k for k in reference.keys() | verl.keys() if reference.get(k) != verl.get(k))
+        result = summarise(verl) + ("; identical per test" if not differ else f"; {len(differ)} differ: {differ[:3]}")
+        record(f"{'+'.join(names)}: verl's tests, same outcome as unpatched", "same", not differ, result, start)
+        if not ok or differ:
+            print(out[-4000:], flush=True)
 
-    # (a) and (b) in one session, as verl's CPU CI runs tests/ (test_core_algos_on_cpu.py empties the estimator
-    # registry in its tearDown, so the order matters); the junit report splits the outcome per file.
-    start = time.monotonic()
-    junit = workdir / "patched.xml"
-    rc, out = run_pytest(["-x", UPSTREAM_TESTS], patched, [patched], junit)
-    seconds = round(time.monotonic() - start, 1)
-    counts = junit_counts(junit)
-    ours = counts.pop(Path(PATCH_TESTS).stem, Counter())
-    for name, got in (
-        ("(a) the patch's tests", ours),
-        ("(b) verl's tests/trainer/ppo/*_on_cpu.py", sum(counts.values(), Counter())),
-    ):
-        ok = rc == 0 and got["passed"] > 0 and not got["failed"] and not got["error"]
-        checks.append(Check(f"{name}, patched verl (one session)", "pass", ok, summarise(got), seconds))
-        print(f"[{'ok' if ok else 'UNEXPECTED'}] {checks[-1].name}: {checks[-1].result} ({seconds} s)", flush=True)
-    if rc != 0:
-        print(out[-4000:], flush=True)
+    stock = workdir / "stock"
+    for name, (patch, tests) in PATCHES.items():
+        start = time.monotonic()
+        for test in tests:
+            applied, message = apply_patch(stock, patch, excludes, include=test)  # the test file only
+            if not applied:
+                record(f"{name}'s tests, unpatched verl", "fail", False, f"could not add {test}: {message}", start)
+                break
+        else:
+            rc, out = run_pytest(list(tests), stock, [stock], workdir / f"stock-{name}.xml")
+            reason = "ImportError" if "ImportError" in out else summarise(junit_outcomes(workdir / f"stock-{name}.xml"))
+            failed = rc not in (0, TIMED_OUT)  # a timeout proves nothing
+            record(f"{name}'s tests, unpatched verl (must fail)", "fail", failed, f"pytest rc {rc}; {reason}", start)
 
-    def stock_fails() -> tuple[bool, str]:
-        applied, message = apply_patch(stock, include=PATCH_TESTS)  # the test file only, on unpatched verl
-        if not applied:
-            return False, f"could not add the patch's test file: {message}"
-        junit = workdir / "stock.xml"
-        rc, out = run_pytest([PATCH_TESTS], stock, [stock], junit)
-        reason = "ImportError: DOMAIN_GRPO / compute_domain_grpo_outcome_advantage" if "ImportError" in out else ""
-        counts = summarise(sum(junit_counts(junit).values(), Counter()))
-        return rc != 0, f"pytest rc {rc}; {reason or counts}"
-
-    timed("the patch's tests, unpatched verl 0.9.1 (must fail)", "fail", stock_fails)
-
-    if project_tests:
-
-        def project_session() -> tuple[bool, str]:
-            junit = workdir / "project.xml"
-            rc, out = run_pytest(list(PROJECT_TESTS), REPO, [patched, REPO], junit)
-            if rc != 0:
-                print(out[-4000:], flush=True)
-            return rc == 0, f"pytest rc {rc}; {summarise(sum(junit_counts(junit).values(), Counter()))}"
-
-        timed(
-            f"project tests ({', '.join(Path(t).name for t in PROJECT_TESTS)}), patched verl", "pass", project_session
-        )
+    if project_tests and src is None and "both" in ready:
+        start = time.monotonic()
+        rc, out = run_pytest(list(PROJECT_TESTS), REPO, [workdir / "both", REPO], workdir / "project.xml")
+        if rc != 0:
+            print(out[-4000:], flush=True)
+        result = f"pytest rc {rc}; {summarise(junit_outcomes(workdir / 'project.xml'))}"
+        names = ", ".join(Path(t).name for t in PROJECT_TESTS)
+        record(f"project tests ({names}), both patches", "pass", rc == 0, result, start)
     return checks
 
 
@@ -219,23 +283,27 @@ def _raise_on_signal(signum, frame):  # SIGTERM -> the same clean-up path as Ctr
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verl-src", type=Path, help="a verl source checkout to patch instead of the installed wheel")
+    parser.add_argument("--exclude", action="append", default=[], help="a path the patches leave alone (repeatable)")
+    parser.add_argument("--ignore", action="append", default=[], help="a verl test path not to run (repeatable)")
     parser.add_argument("--keep", type=Path, help="build the trees in this new folder and keep them (for editing)")
     parser.add_argument("--json", type=Path, help="also write the checks as JSON to this file")
     parser.add_argument("--no-project-tests", action="store_true", help="skip the project's tests on patched verl")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_signal)
     try:
+        src = checkout_source(args.verl_src) if args.verl_src is not None else None
+        if shutil.which("git") is None:
+            raise UsageError("git is needed to apply the patches (git apply); install git")
         if args.keep is not None:
             if args.keep.exists():
                 raise UsageError(f"--keep {args.keep} already exists; name a new folder")
             args.keep.mkdir(parents=True)
             workdir = args.keep.resolve()
         else:
-            workdir = Path(tempfile.mkdtemp(prefix="verl-domain-grpo-"))
-        if shutil.which("git") is None:
-            raise UsageError("git is needed to apply the patch (git apply); install git")
+            workdir = Path(tempfile.mkdtemp(prefix="verl-patches-"))
         try:
-            checks = prove(workdir, project_tests=not args.no_project_tests)
+            checks = prove(workdir, src, not args.no_project_tests, tuple(args.exclude), tuple(args.ignore))
         finally:
             if args.keep is None:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -247,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print("\n" + markdown(checks))
     if args.keep is not None:
-        print(f"\ntrees kept in {workdir} (patched/ and stock/; `git -C {workdir}/patched diff` shows the patch)")
+        print(f"\ntrees kept in {workdir} (stock/, {', '.join(PATCHES)}/, both/; `git -C DIR diff` shows a patch)")
     if args.json is not None:
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps([asdict(c) for c in checks], indent=2))

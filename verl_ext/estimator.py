@@ -9,15 +9,21 @@ How D_i reaches the estimator depends on the verl it runs on (`verl_has_domain_g
   (`token_level_rewards, response_mask, config, index`) and no per-sample extra. The recipe's trainer mode opens
   `domain_advantage_inputs(consistency=..., base_estimator=...)` around verl's unchanged `_compute_advantage`; this
   module's estimator (registered by `verl_ext.registry`) takes the explicit keyword first, then that context.
-- verl with `upstream/verl-0.9.1-domain_grpo.patch`: verl registers its own `domain_grpo` and hands it
-  `data.batch["domain_consistency"]` in `compute_advantage`; this module's estimator is then not registered.
-Called with neither keyword nor context, this estimator raises: `domain_grpo` never silently degrades to GRPO.
+- verl with `upstream/verl-0.9.1-domain_grpo.patch`: verl registers its own `domain_grpo` and hands it `data.batch`
+  (with the field `domain_consistency`) in `compute_advantage`; this module's estimator is then not registered.
+- verl with PR #7473 (open upstream): `compute_advantage` hands `batch` and `non_tensor_batch` to every registered
+  estimator that declares them. This estimator declares both and reads the per-sample field `domain_consistency`
+  there: on such a verl the estimator needs no context, only a batch that carries the field.
+Where D_i is looked up, first found wins: the `domain_consistency` keyword, `batch["domain_consistency"]`,
+`non_tensor_batch["domain_consistency"]`, the `domain_advantage_inputs` context. With none of them the estimator
+raises: `domain_grpo` never silently degrades to GRPO.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -46,6 +52,8 @@ class DomainAdvantageInputs:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+CONSISTENCY_FIELD = "domain_consistency"  # the per-sample field D_i is read from (batch / non_tensor_batch)
+PER_SAMPLE_FIELD_ARGS = ("batch", "non_tensor_batch")  # what verl PR #7473 hands an estimator declaring them
 _INPUTS: contextvars.ContextVar[DomainAdvantageInputs | None] = contextvars.ContextVar("domain_inputs", default=None)
 
 
@@ -123,7 +131,27 @@ def base_advantages(
     base_kwargs = {"token_level_rewards": token_level_rewards, "response_mask": response_mask, "config": config}
     if index is not None:
         base_kwargs["index"] = index
-    return core_algos.get_adv_estimator_fn(base_estimator)(**base_kwargs, **kwargs)
+    base_fn = core_algos.get_adv_estimator_fn(base_estimator)
+    for name in PER_SAMPLE_FIELD_ARGS:  # handed on only where the base can take them, as PR #7473 hands them
+        if kwargs.get(name) is None or not accepts_keyword(base_fn, name):
+            kwargs.pop(name, None)
+    return base_fn(**base_kwargs, **kwargs)
+
+
+def accepts_keyword(fn: Any, name: str) -> bool:
+    """Whether `fn` can be called with the keyword argument `name` (declared, or through `**kwargs`)."""
+    parameters = inspect.signature(fn).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def consistency_from_fields(batch: Any = None, non_tensor_batch: dict[str, Any] | None = None) -> torch.Tensor | None:
+    """D_i `[batch]` from the per-sample field `domain_consistency` of `batch` (tensors), else of `non_tensor_batch`
+    (numpy, e.g. an agent loop's `extra_fields`), else None."""
+    if batch is not None and CONSISTENCY_FIELD in batch.keys():
+        return batch[CONSISTENCY_FIELD]
+    if non_tensor_batch is not None and CONSISTENCY_FIELD in non_tensor_batch:
+        return torch.as_tensor(np.asarray(non_tensor_batch[CONSISTENCY_FIELD], dtype=np.float32))  # [batch]
+    return None
 
 
 def compute_domain_grpo_outcome_advantage(
@@ -135,6 +163,8 @@ def compute_domain_grpo_outcome_advantage(
     config: Any = None,
     domain_consistency: torch.Tensor | None = None,
     base_estimator: str | None = None,
+    batch: Any = None,
+    non_tensor_batch: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Domain-Aware GRPO advantages, eq. (5): the base estimator's advantage of each sample times (1 − D_i).
@@ -147,9 +177,13 @@ def compute_domain_grpo_outcome_advantage(
         norm_adv_by_std_in_grpo: divide by the group std (GRPO) or not (Dr.GRPO); None reads
             `config.norm_adv_by_std_in_grpo` (verl passes non-builtin estimators only `config`), default True.
         config: verl's `algorithm` config.
-        domain_consistency: `[batch]` D_i ∈ [0, 1]; None reads it from `domain_advantage_inputs`.
+        domain_consistency: `[batch]` D_i ∈ [0, 1]; None reads the field `domain_consistency` of `batch`, then of
+            `non_tensor_batch`, then `domain_advantage_inputs`.
         base_estimator: the verl estimator whose advantages are shaped; None reads it from `domain_advantage_inputs`,
             default "grpo".
+        batch: verl's `data.batch` (TensorDict, `[batch]` leading dim), as verl PR #7473's compute_advantage hands it
+            to an estimator that declares it; handed on to a base estimator that accepts it.
+        non_tensor_batch: verl's `data.non_tensor_batch` (`{name: [batch] numpy array}`), likewise.
         **kwargs: further inputs verl's compute_advantage hands a registered estimator (e.g. `reward_baselines`),
             passed on to the base estimator.
 
@@ -163,6 +197,8 @@ def compute_domain_grpo_outcome_advantage(
         own returns (reinforce_plus_plus, remax: reward sums for a critic) keeps them.
     """
     inputs = _INPUTS.get()
+    if domain_consistency is None:
+        domain_consistency = consistency_from_fields(batch, non_tensor_batch)
     if domain_consistency is None:
         if inputs is None:
             raise RuntimeError(
@@ -178,6 +214,7 @@ def compute_domain_grpo_outcome_advantage(
     weights = None
     if domain_consistency is not None:
         weights = consistency_weights(domain_consistency, token_level_rewards.shape[0])  # [batch]
+    kwargs.update(batch=batch, non_tensor_batch=non_tensor_batch)
     advantages, returns = base_advantages(
         base_estimator, token_level_rewards, response_mask, index, epsilon, norm_adv_by_std_in_grpo, config, **kwargs
     )  # [batch, response_len] each; GRPO returns the same tensor twice

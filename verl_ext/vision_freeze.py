@@ -3,7 +3,9 @@
 PIVOT (arXiv 2510.16333) trains the vision encoder with DPO or SFT, then transplants it, frozen, under a fresh
 projector and trains projector (stage 1) then projector + LLM (stage 2). verl 0.9.1 declares
 `actor.freeze_vision_tower` and reads it nowhere; `recipe/pivot/freeze.py` makes it (and `freeze_language_model`)
-work through a registered engine subclass that calls :func:`freeze_parts` before FSDP wraps the module.
+work through a registered engine subclass that calls :func:`freeze_parts` before FSDP wraps the module. The verl fix,
+`upstream/verl-0.9.1-freeze_vision_tower.patch`, freezes the same parameters (`verl.utils.model.freeze_vision_tower`;
+checked equal in `tests/upstream/test_freeze_paths_on_cpu.py`); the recipe's path stays for an unpatched verl.
 
 Parts, by parameter name (Qwen2-VL / Qwen2.5-VL / Qwen3-VL naming, and LLaVA-style for the projector):
 

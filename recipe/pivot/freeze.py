@@ -82,6 +82,13 @@ class FreezingFSDPEngine(FSDPEngineWithLMHead):
         if vision or language:
             frozen = freeze_parts(module, vision_tower=vision, language_model=language)
             logger.warning("pivot freeze: frozen parameter tensors per part %s", frozen)
+            logger.warning(
+                "pivot freeze: the recipe's engine subclass (recipe.pivot.freeze.FreezingFSDPEngine) froze them, "
+                "the path for a verl without upstream/verl-0.9.1-freeze_vision_tower.patch (%s)",
+                "this verl also honours actor.freeze_vision_tower itself"
+                if "freeze_vision_tower" in FSDPEngineConfig.__dataclass_fields__
+                else "this verl ignores actor.freeze_vision_tower",
+            )
         return module
 
     def _build_optimizer(self, module):

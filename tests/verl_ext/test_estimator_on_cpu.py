@@ -6,6 +6,7 @@ the D_i path is the one that verl has: the recipe's context on stock verl, `data
 the patched one; the expected numbers are the same.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -230,3 +231,76 @@ def test_context_reports_how_far_shaping_moved_the_advantages():
         adv, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid)
     # A^d = A / 2, so the largest change is half the largest |A^d| * 2 = max |A^d|
     assert inputs.stats["advantage_abs_change_max"] == pytest.approx(adv.abs().max().item(), rel=1e-6)
+
+
+def _compute_advantage_handing_declared_fields(data: DataProto, estimator, config) -> torch.Tensor:
+    """A compute_advantage in the calling convention of verl PR #7473 (not merged): `batch` and `non_tensor_batch`
+    go to any estimator whose signature accepts them; nothing is named per estimator, no context is open."""
+    parameters = inspect.signature(estimator).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    kwargs = {"token_level_rewards": data.batch["token_level_rewards"], "response_mask": data.batch["response_mask"]}
+    kwargs.update(config=config, index=data.non_tensor_batch["uid"])
+    for name, value in (("batch", data.batch), ("non_tensor_batch", data.non_tensor_batch)):
+        if name in parameters or takes_any:
+            kwargs[name] = value
+    return estimator(**kwargs)[0]
+
+
+def test_declares_the_per_sample_fields_pr7473_hands_over():
+    parameters = inspect.signature(compute_domain_grpo_outcome_advantage).parameters
+    assert {"batch", "non_tensor_batch"} <= set(parameters)
+
+
+@pytest.mark.parametrize("where", ["batch", "non_tensor_batch"])
+def test_reads_d_from_the_fields_pr7473_hands_over(where):
+    # One group, rewards (1, 0, 0): mean 1/3, unbiased std sqrt(1/3) = 0.5774, so GRPO's A = (1.1547, -0.5774,
+    # -0.5774); D = (0.5, 0, 1) gives A^d = (0.5774, -0.5774, 0) on every response token.
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    uid = np.array(["p", "p", "p"], dtype=object)
+    data = _data_proto(rewards, torch.ones(3, 2), uid)
+    if where == "batch":
+        data.batch["domain_consistency"] = torch.tensor([0.5, 0.0, 1.0])
+    else:  # e.g. an agent loop's extra_fields: one Python float per sample in an object array
+        data.non_tensor_batch["domain_consistency"] = np.array([0.5, 0.0, 1.0], dtype=object)
+    adv = _compute_advantage_handing_declared_fields(data, compute_domain_grpo_outcome_advantage, _algorithm("grpo"))
+    expected = torch.tensor([1 / math.sqrt(3), -1 / math.sqrt(3), 0.0]).unsqueeze(-1).expand(3, 2)
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+
+
+def test_keyword_wins_over_fields_and_fields_win_over_context():
+    rewards, mask, uid = _batch(12)
+    n = len(uid)
+    data = _data_proto(rewards, mask, uid)
+    data.batch["domain_consistency"] = torch.full((n,), 0.5)
+    fields = {"batch": data.batch, "non_tensor_batch": data.non_tensor_batch}
+    half, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid, domain_consistency=torch.full((n,), 0.5))
+    zero, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid, domain_consistency=torch.zeros(n))
+    assert not torch.equal(half, zero)
+    keyword, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid, domain_consistency=torch.zeros(n), **fields)
+    assert torch.equal(keyword, zero)
+    with domain_advantage_inputs(consistency=torch.zeros(n)):
+        from_fields, _ = compute_domain_grpo_outcome_advantage(rewards, mask, uid, **fields)
+    assert torch.equal(from_fields, half)
+
+
+def test_hands_the_fields_on_only_to_a_base_that_accepts_them(monkeypatch):
+    rewards, mask, uid = _batch(13)
+    seen = {}
+
+    def strict_base(token_level_rewards, response_mask, config=None, index=None):  # no **kwargs
+        return token_level_rewards, token_level_rewards
+
+    def field_reading_base(token_level_rewards, response_mask, config=None, index=None, non_tensor_batch=None):
+        seen["non_tensor_batch"] = non_tensor_batch
+        return token_level_rewards, token_level_rewards
+
+    monkeypatch.setitem(core_algos.ADV_ESTIMATOR_REGISTRY, "strict_base", strict_base)
+    monkeypatch.setitem(core_algos.ADV_ESTIMATOR_REGISTRY, "field_reading_base", field_reading_base)
+    data = _data_proto(rewards, mask, uid)
+    data.batch["domain_consistency"] = torch.zeros(len(uid))
+    for base in ("strict_base", "field_reading_base"):
+        adv, _ = compute_domain_grpo_outcome_advantage(
+            rewards, mask, uid, base_estimator=base, batch=data.batch, non_tensor_batch=data.non_tensor_batch
+        )
+        assert torch.equal(adv, rewards)  # D = 0: the base's own result
+    assert seen["non_tensor_batch"] is data.non_tensor_batch
