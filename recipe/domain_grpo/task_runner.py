@@ -27,6 +27,8 @@ from verl.utils.import_utils import load_class_from_fqn
 from verl.utils.logging_utils import configure_verl_logging
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
+from recipe.domain_grpo.replay_order import with_dispatch_order
+
 # The roles whose worker is an ActorRolloutRefWorker (hybrid engine: one of the first three; RefPolicy only when the
 # reference model runs in its own worker group).
 ACTOR_ROLES = (Role.ActorRolloutRef, Role.ActorRollout, Role.Actor, Role.RefPolicy)
@@ -74,6 +76,8 @@ def resolve_trainer_cls(config: DictConfig) -> type[PPOTrainer]:
     worker_path = OmegaConf.select(config, WORKER_KEY, default=None)
     if worker_path:
         trainer_cls = with_actor_worker(trainer_cls, load_worker_cls(str(worker_path)))
+    if OmegaConf.select(config, "domain_recipe.deterministic", default=False):  # batches in dispatch order
+        trainer_cls = with_dispatch_order(trainer_cls)
     return trainer_cls
 
 

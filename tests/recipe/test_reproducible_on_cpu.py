@@ -104,3 +104,44 @@ def test_deterministic_must_be_a_bool() -> None:
 
     with pytest.raises(AgentExtrasConfigError, match="domain_recipe.deterministic='yes' must be true or false"):
         extras_from_config(compose_run(["domain_recipe.deterministic=yes"]))
+
+
+def _replay_buffer_with(prompts: list[str], finished: list[str]):
+    """verl's sync ReplayBuffer holding `prompts` (dispatch order) whose trajectories `finished` in that order."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    buffer = ReplayBuffer("sync", {}, None, "drop", {})
+    buffer.prompt_global_steps["train"] = {uid: 3 for uid in prompts}
+    buffer.partitions["train"] = {key: {"status": "finished"} for key in finished}
+    return buffer
+
+
+def test_batches_come_in_dispatch_order_not_completion_order(monkeypatch) -> None:
+    import verl.trainer.ppo.v1.replay_buffer as replay_buffer
+
+    from recipe.domain_grpo.replay_order import in_dispatch_order
+
+    monkeypatch.setattr(replay_buffer.tq, "kv_clear", lambda **kwargs: None)
+    prompts = ["9f-b", "1a-a"]  # dispatched in this order (uids are random uuid4s: their own order means nothing)
+    finished = ["1a-a_1_0", "9f-b_2_0", "9f-b_0_0", "1a-a_0_0", "9f-b_1_0"]  # as the agent loops happened to finish
+    plain = _replay_buffer_with(prompts, finished)
+    selected, snapshot, _ = plain._select_prompt_uids("train", set(prompts), 2)
+    assert plain._materialize_batch("train", selected, snapshot).keys == finished  # verl: completion order
+    ordered = in_dispatch_order(_replay_buffer_with(prompts, finished))
+    selected, snapshot, _ = ordered._select_prompt_uids("train", set(prompts), 2)
+    assert selected == prompts
+    batch = ordered._materialize_batch("train", selected, snapshot)
+    assert batch.keys == ["9f-b_0_0", "9f-b_1_0", "9f-b_2_0", "1a-a_0_0", "1a-a_1_0"]
+    assert type(ordered).__name__ == "DispatchOrderReplayBuffer" and in_dispatch_order(ordered) is ordered
+
+
+@pytest.mark.parametrize(
+    ("overrides", "wrapped"), [(["method=grpo"], False), (["method=grpo", "stand_in=cpu_tiny"], True)]
+)
+def test_the_recipe_trainer_takes_batches_in_dispatch_order_when_deterministic(overrides, wrapped) -> None:
+    from launch_helpers import compose_run
+
+    from recipe.domain_grpo.task_runner import resolve_trainer_cls
+
+    trainer_cls = resolve_trainer_cls(compose_run(overrides))
+    assert trainer_cls.__name__.endswith("InDispatchOrder") is wrapped
