@@ -77,23 +77,28 @@ def _chunk_forward(a: torch.Tensor, b: torch.Tensor, kinds: tuple[Divergence, ..
     nan_rows = (torch.isnan(lse_x) | torch.isnan(lse_y)).squeeze(-1)  # a NaN logit makes its whole row NaN
     p = (x - lse_x).exp_()  # [c, V]
     r = (y - x).sub_(lse_y - lse_x)  # [c, V]   log q − log p, up to a rounding error constant per row
+    del x
     q_minus_p = torch.expm1(r).mul_(p)  # [c, V]
-    _fix_not_finite_(q_minus_p, lambda rows, cols: (y[rows, cols] - lse_y[rows, 0]).exp() - p[rows, cols])
+    bad = ~torch.isfinite(q_minus_p)  # [c, V]   p = 0, or r beyond exp's range: q − p directly
+    if bad.any():
+        rows, cols = bad.nonzero(as_tuple=True)  # [k] each
+        q_minus_p[rows, cols] = (y[rows, cols] - lse_y[rows, 0]).exp() - p[rows, cols]
+    del y, bad
     s = q_minus_p.sum(-1, keepdim=True)  # [c, 1]   Σ q − Σ p: 0 up to rounding
     log1p_s = torch.log1p(s)  # [c, 1]
-    outs = []
-    for kind in kinds:
-        if kind == "kl":
-            terms = q_minus_p - p * r  # [c, V]   p (e^r − 1 − r) ≥ 0; +inf where q = 0 < p; NaN where p = 0
-            first = terms.sum(-1)  # [c]
-            bad = torch.isnan(first)
-            if bad.any():  # p = 0 (r = ±inf or NaN): the term is q − p = q
-                first[bad] = torch.where(torch.isnan(terms[bad]), q_minus_p[bad], terms[bad]).sum(-1)
-            out = torch.where(torch.isinf(first), first, first - (s - log1p_s).squeeze(-1)).clamp_(min=0.0)  # [c]
-        else:
-            out = _js_from_ratio(p, (q_minus_p - p * s).div_(1.0 + s), r - log1p_s)  # [c]
-        outs.append(torch.where(nan_rows, torch.full_like(out, math.nan), out))
-    return outs
+    outs = {}
+    if "kl" in kinds:
+        terms = torch.addcmul(q_minus_p, p, r, value=-1.0)  # [c, V]   p (e^r − 1 − r) ≥ 0; +inf where q = 0 < p
+        first = terms.sum(-1)  # [c]
+        bad = torch.isnan(first)
+        if bad.any():  # p = 0 (r = ±inf or NaN) makes the term NaN; it is q − p = q
+            first[bad] = torch.where(torch.isnan(terms[bad]), q_minus_p[bad], terms[bad]).sum(-1)
+        del terms
+        outs["kl"] = torch.where(torch.isinf(first), first, first - (s - log1p_s).squeeze(-1)).clamp_(min=0.0)
+    if "js" in kinds:  # in place from here on: q − p of the normalised q, and δ = log q − log p
+        q_minus_p.addcmul_(p, s, value=-1.0).div_(1.0 + s)
+        outs["js"] = _js_from_ratio(p, q_minus_p, r.sub_(log1p_s))
+    return [torch.where(nan_rows, torch.full_like(outs[kind], math.nan), outs[kind]) for kind in kinds]
 
 
 def _fix_not_finite_(values: torch.Tensor, direct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -105,11 +110,16 @@ def _fix_not_finite_(values: torch.Tensor, direct: Callable[[torch.Tensor, torch
 
 
 def _js_from_ratio(p: torch.Tensor, q_minus_p: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """JS in bits per row from p `[c, V]`, q − p `[c, V]` and δ = log q − log p `[c, V]` (see `_chunk_forward`)."""
-    half = delta * 0.5  # [c, V]
-    w = torch.expm1(half.abs())  # [c, V]   ≥ 0: log cosh is even, and 1 + w does not cancel
-    log_cosh = torch.log1p(w.square().div_(w.add(1.0).mul_(2.0)))  # [c, V]
-    terms = (q_minus_p * half).sub_((p.mul(2.0).add_(q_minus_p)).mul_(log_cosh))  # [c, V]   2 · JS integrand, nats
+    """JS in bits per row from p `[c, V]`, q − p `[c, V]` and δ = log q − log p `[c, V]` (overwritten).
+
+    2 · JS integrand (nats) = (q − p) u − (p + q) log cosh u = (q − p)(u − log cosh u) − 2p log cosh u,  u = δ/2.
+    """
+    half = delta.mul_(0.5)  # [c, V]   u
+    w = half.abs().expm1_()  # [c, V]   ≥ 0: log cosh is even, and 1 + w does not cancel
+    log_cosh = w.square()  # [c, V]
+    log_cosh.div_(w.add_(1.0).mul_(2.0)).log1p_()
+    del w
+    terms = half.sub_(log_cosh).mul_(q_minus_p).addcmul_(p, log_cosh, value=-2.0)  # [c, V]
 
     def direct(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         p_k = p[rows, cols]  # [k]
