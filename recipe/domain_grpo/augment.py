@@ -89,12 +89,11 @@ def rollout_seed_from_config(config: Any) -> int | None:
     With an int, the recipe's agent loop sends each request a sampling seed drawn from (rollout_seed, row, response
     of the group, step) — vLLM's per-request `SamplingParams.seed` — so a sample's tokens do not depend on which
     replica serves it or in what order: runs with a different number of ranks or layouts sample the same batch.
-    With null and verl's `rollout.full_determinism` (`domain_recipe.deterministic`), `rollout.seed` is used.
+    With null and `domain_recipe.deterministic=true`, `actor_rollout_ref.rollout.seed` is used.
     """
     value = (config.get("domain_recipe") or {}).get("rollout_seed")
-    rollout = (config.get("actor_rollout_ref") or {}).get("rollout") or {}
-    if value is None and rollout.get("full_determinism"):  # verl's own per-request seed would be one for all requests
-        value = rollout.get("seed", 0)
+    if value is None and (config.get("domain_recipe") or {}).get("deterministic"):
+        value = ((config.get("actor_rollout_ref") or {}).get("rollout") or {}).get("seed", 0)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):

@@ -14,12 +14,10 @@ weight sync and TransferQueue path stay verl's own:
   loop, so the image processor's ``pixel_values``/``image_grid_thw`` line up with them. Tokens listed in
   ``rollout.engine_kwargs.hf.banned_tokens`` (default: Qwen2.5-VL's vision tokens) are never sampled: a random-weight
   policy that emits ``<|image_pad|>`` breaks the agent loop's position-id recomputation.
-* Sampling randomness: a request's own ``seed`` (the recipe's agent loop sends one drawn from the row, the response of
-  the group and the step when ``domain_recipe.rollout_seed`` is set or ``domain_recipe.deterministic`` is on) seeds
-  it. A request without one draws from the server's generator in the order requests arrive, which the asynchronous
-  agent loop does not fix, so such runs do not reproduce; under verl's ``rollout.full_determinism`` that is logged
-  once. (verl 0.9.1's own agent loops cannot stand in: on the TransferQueue path every request of a step gets the
-  same ``det-0`` id there, and verl's vLLM server the same seed.)
+* Sampling randomness: a request's own ``seed`` seeds it (the recipe's agent loop sends one drawn from the row, the
+  response of the group and the step when ``domain_recipe.rollout_seed`` is set or ``domain_recipe.deterministic`` is
+  on). A request without one draws from the server's generator in the order requests arrive, which the asynchronous
+  agent loop does not fix: such runs do not reproduce.
 
 Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml``). Hybrid
 mode with ``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
@@ -65,7 +63,6 @@ class HFGenerationSettings:
     attn_implementation: str = "sdpa"
     banned_tokens: list[str] = field(default_factory=lambda: list(VISION_TOKENS))
     ignore_eos: bool = False
-    full_determinism: bool = False
 
     @classmethod
     def from_verl(cls, rollout_config: Any, model_config: Any, replica_rank: int = 0) -> HFGenerationSettings:
@@ -85,7 +82,6 @@ class HFGenerationSettings:
             attn_implementation=str(options.get("attn_implementation", override.get("attn_implementation", "sdpa"))),
             banned_tokens=list(options.get("banned_tokens", VISION_TOKENS)),
             ignore_eos=bool(rollout_config.get("ignore_eos", False)),
-            full_determinism=bool(rollout_config.get("full_determinism", False)),
         )
 
 
@@ -112,7 +108,6 @@ class HFGenerateServer:
         self.banned_token_ids = _token_ids(self.tokenizer, settings.banned_tokens)
         self.global_steps: int | None = None
         self._lock = asyncio.Lock()
-        self._warned_unseeded = False
         torch.manual_seed(settings.seed)
 
     # ------------------------------------------------------------------ generation
@@ -144,12 +139,6 @@ class HFGenerateServer:
         want_logprobs = bool(sampling_params.get("logprobs", False))
         if sampling_params.get("seed") is not None:  # requests are served one at a time: the global RNG is ours
             torch.manual_seed(int(sampling_params["seed"]))
-        elif self.settings.full_determinism and not self._warned_unseeded and sampling_params.get("temperature", 1.0):
-            self._warned_unseeded = True
-            logger.warning(
-                "hf rollout: rollout.full_determinism is on but a sampled request has no seed, so this run does not "
-                "reproduce; use the recipe's agent loop (domain_single_turn_agent) with domain_recipe.deterministic"
-            )
         out = self.model.generate(
             **inputs,
             **self._generation_kwargs(len(prompt_ids), sampling_params),
