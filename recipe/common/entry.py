@@ -45,6 +45,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 PLUGIN_ENV_VARS = ("VERL_PLATFORM", "VERL_USE_EXTERNAL_MODULES")
 RUNTIME_ENV_VARS_KEY = "ray_kwargs.ray_init.runtime_env.env_vars"
 WORKER_KEY = "domain_recipe.actor_rollout_ref_worker"
+DETERMINISTIC_KEY = "domain_recipe.deterministic"
 
 
 def export_plugin_env(config: DictConfig) -> list[str]:
@@ -128,6 +129,10 @@ def resolve_trainer_cls(config: DictConfig) -> type:
     worker_path = OmegaConf.select(config, WORKER_KEY, default=None)
     if worker_path:
         trainer_cls = with_actor_worker(trainer_cls, load_worker_cls(str(worker_path)))
+    if OmegaConf.select(config, DETERMINISTIC_KEY, default=False):  # batches in dispatch order (reproducible runs)
+        from recipe.common.replay_order import with_dispatch_order
+
+        trainer_cls = with_dispatch_order(trainer_cls)
     return trainer_cls
 
 

@@ -100,8 +100,11 @@ def rollout_seed_from_config(config: Any) -> int | None:
     With an int, the recipe's agent loop sends each request a sampling seed drawn from (rollout_seed, row, response
     of the group, step) — vLLM's per-request `SamplingParams.seed` — so a sample's tokens do not depend on which
     replica serves it or in what order: runs with a different number of ranks or layouts sample the same batch.
+    With null and `domain_recipe.deterministic=true`, `actor_rollout_ref.rollout.seed` is used.
     """
     value = (config.get("domain_recipe") or {}).get("rollout_seed")
+    if value is None and (config.get("domain_recipe") or {}).get("deterministic"):
+        value = ((config.get("actor_rollout_ref") or {}).get("rollout") or {}).get("seed", 0)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -115,10 +118,12 @@ def extras_from_config(config: Any) -> tuple[AugmentConfig, OutputConstraintConf
 
     recipe = config.get("domain_recipe") or {}
     plain = OmegaConf.to_container(recipe, resolve=True) if OmegaConf.is_config(recipe) else dict(recipe)
-    known = {"actor_rollout_ref_worker", "augment", "oc", "rollout_seed"}
+    known = {"actor_rollout_ref_worker", "augment", "oc", "rollout_seed", "deterministic"}
     unknown = sorted(set(plain) - known)
     if unknown:
         raise AgentExtrasConfigError(f"domain_recipe: unknown key(s) {unknown}; known: {sorted(known)}")
+    if not isinstance(plain.get("deterministic", False), bool):
+        raise AgentExtrasConfigError(f"domain_recipe.deterministic={plain['deterministic']!r} must be true or false")
     augment = _section(AugmentConfig, "augment", plain.get("augment"))
     oc = _section(OutputConstraintConfig, "oc", plain.get("oc"))
     if augment.enable and oc.enable:

@@ -75,6 +75,7 @@ def test_plain_verl_trainer_and_worker_when_the_hooks_are_off() -> None:
         "actor_rollout_ref.model.path=/m",
         "trainer.v1.trainer_mode=sync",
         "domain_recipe.actor_rollout_ref_worker=null",
+        "domain_recipe.deterministic=false",
     )
     trainer_cls = resolve_trainer_cls(config)
     assert trainer_cls is PPOTrainerSync

@@ -12,7 +12,7 @@ WORKER = "recipe.domain_grpo.worker.DomainActorRolloutRefWorker"
 # method -> (adv_estimator, trainer_mode, agent loop, worker, DC on, DR on, DC divergence, DR divergence)
 DEFINING = {
     "dc_dr": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "kl", "js"),
-    "grpo": ("grpo", "sync", "single_turn_agent", WORKER, False, False, "kl", "js"),
+    "grpo": ("grpo", "sync", "domain_single_turn_agent", WORKER, False, False, "kl", "js"),
     "dc": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, False, "kl", "js"),
     "dr": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, False, True, "kl", "js"),
     "kl_kl": ("domain_grpo", "domain_grpo", "domain_single_turn_agent", WORKER, True, True, "kl", "kl"),

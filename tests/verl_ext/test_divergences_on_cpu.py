@@ -104,6 +104,23 @@ def test_bf16_and_fp32_inputs_within_1e_5_of_float64(kind):
     )
 
 
+@pytest.mark.parametrize("noise", [1e-2, 1e-3, 1e-4])
+def test_fp32_near_identical_views_accurate_far_below_the_old_floor(noise):
+    # Logits differing by `noise`: KL ≈ ½ Var_p(b − a) ≈ noise² / 2 (5e-5 .. 5e-9 nats), JS ≈ KL / (4 ln 2).
+    # Σ p (a − b) − (lse(a) − lse(b)) in fp32 has an absolute error of ~1e-6 nats (each lse ≈ 12.8 ± 1e-6) and
+    # goes negative; the log1p/expm1 form is within ~1e-10 of float64 here. Both tolerances are far below that floor.
+    gen = torch.Generator().manual_seed(11)
+    a = torch.randn(2, 16, 4096, generator=gen, dtype=torch.float64) * 3
+    b = a + noise * torch.randn(a.shape, generator=gen, dtype=torch.float64)
+    a32, b32 = a.float(), b.float()
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    for kind in ("kl", "js"):
+        out = full_vocab_divergence(a32, b32, mask, kind)
+        ref = _reference(a32.double(), b32.double(), mask, kind)  # the same fp32 logits, in float64
+        assert (out >= 0).all(), kind
+        torch.testing.assert_close(out.double(), ref, atol=1e-9, rtol=1e-3)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_properties_js_symmetric_bounded_kl_nonnegative_zero_for_equal_views(seed):
     a, b, mask = _random_case(seed)

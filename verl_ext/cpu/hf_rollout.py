@@ -14,6 +14,10 @@ weight sync and TransferQueue path stay verl's own:
   loop, so the image processor's ``pixel_values``/``image_grid_thw`` line up with them. Tokens listed in
   ``rollout.engine_kwargs.hf.banned_tokens`` (default: Qwen2.5-VL's vision tokens) are never sampled: a random-weight
   policy that emits ``<|image_pad|>`` breaks the agent loop's position-id recomputation.
+* Sampling randomness: a request's own ``seed`` seeds it (the recipe's agent loop sends one drawn from the row, the
+  response of the group and the step when ``domain_recipe.rollout_seed`` is set or ``domain_recipe.deterministic`` is
+  on). A request without one draws from the server's generator in the order requests arrive, which the asynchronous
+  agent loop does not fix: such runs do not reproduce.
 
 Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml``). Hybrid
 mode with ``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
