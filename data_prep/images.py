@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_prep.lifeline import follow_main_process
 from data_prep.source import FileRef, read_ref
 
 PASSTHROUGH_FORMATS = ("JPEG", "PNG")
@@ -329,11 +330,17 @@ def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int, verify: st
     return [encode_payload(p, min_size, verify) for p in payloads]
 
 
-def worker_init() -> None:
+def worker_init(main_pid: int | None = None) -> None:
     """Pool initializer: never accept truncated files in our worker processes, whatever a library set globally; leave
     Ctrl-C and SIGTERM (sent to the whole process group by terminals and job schedulers) to the main process, which
-    then removes its temporary files and kills the workers itself (a worker exits anyway when the main process dies:
-    its task queue closes)."""
+    then removes its temporary files and kills the workers itself; and exit when the main process `main_pid` dies
+    without doing so (SIGKILL, the OOM killer: data_prep.lifeline)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if main_pid is not None:
+        follow_main_process(main_pid)
+
+
+def worker_started() -> None:
+    """A no-op task: submitting one per worker starts them all at once."""

@@ -70,6 +70,14 @@ class Report:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"reason": reason, "path": path, "detail": detail, "count": str(count)})
 
+    def count_skip(self, reason: str, path: str, detail: str = "") -> None:
+        """Count an image left out on the user's explicit request (e.g. `--duplicates drop`), whatever `on_error`."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown issue reason {reason!r}")
+        self.skips[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"reason": reason, "path": path, "detail": detail, "count": "1"})
+
     def refuse(self, reason: str, path: str, detail: str = "") -> None:
         """Raise for a problem no skip can fix (the input is not what was asked for), whatever `on_error` says."""
         if reason not in REASONS:
