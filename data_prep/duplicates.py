@@ -23,6 +23,7 @@ import numpy as np
 
 from data_prep.report import DataPrepError, Report
 from data_prep.source import FileRef, read_ref
+from data_prep.splits import SPLITS
 
 POLICIES = ("refuse", "keep", "drop")
 MAX_EXAMPLES = 20
@@ -80,6 +81,11 @@ def find_duplicates(
     return [[items[p] for p in g] for g in exact_groups(digests)]
 
 
+def _order(item: Any) -> tuple[int, int]:
+    """Split order (train first; none drawn yet = 0), then index."""
+    return (SPLITS.index(item.split) if item.split else 0, item.index)
+
+
 def _labels(group: list[Any], class_names: list[str]) -> list[str]:
     return sorted({"; ".join(class_names[c] for c in it.label_ids) for it in group})
 
@@ -92,8 +98,10 @@ def apply_policy(
         raise DataPrepError(f"--duplicates must be one of {POLICIES}, got {policy!r}")
     across = [g for g in groups if len({it.label_ids for it in g}) > 1]
     if across and policy == "refuse":
-        g = across[0]
-        named = " and ".join(f"{it.source_path} ({class_names[it.label_ids[0]]})" for it in g[:3])
+        one_per_label = {it.label_ids: it for it in reversed(across[0])}  # the first copy under each label
+        named = " and ".join(
+            f"{it.source_path} ({class_names[it.label_ids[0]]})" for it in sorted(one_per_label.values(), key=_order)
+        )
         raise DataPrepError(
             f"byte-identical images under different labels: {named} ({len(across)} such group(s)); remove the wrongly "
             "labelled copy, or rerun with --duplicates drop (drops such images) or --duplicates keep"
@@ -103,7 +111,7 @@ def apply_policy(
     dropped: set[int] = set()
     if policy == "drop":
         for g in groups:
-            ordered = sorted(g, key=lambda it: it.key)
+            ordered = sorted(g, key=_order)
             whole = id(g[0]) in across_ids
             for it in ordered if whole else ordered[1:]:
                 dropped.add(id(it))
