@@ -6,8 +6,8 @@ Columns read: `question` (text; MMStar puts the options in it: "...\\nOptions: A
 letter), the image in `image` (a {bytes, path} struct as the Hugging Face parquet export writes it, or raw bytes), and
 optional option columns `A`..`Z` (MMBench style, appended to the question as "A. text" lines; up to 26 options). The
 answer vocabulary is the option letters (those present as columns, else the run A, B, C, ... named in the question as
-"X:"/"X."/"X)", else A-D), so the reward and the evaluation accept exactly one letter. Nothing is downloaded: the file is the user's. No transform is whitelisted
-(a rotated chart or text changes the answer), only the identity.
+"X:"/"X."/"X)", else A-D), so the reward and the evaluation accept exactly one letter. Nothing is downloaded: the
+file is the user's. No transform is whitelisted (a rotated chart or text changes the answer), only the identity.
 """
 
 from __future__ import annotations
