@@ -182,7 +182,7 @@ def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path
     root = shutil.copytree(pn_root, tmp_path / "raw")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "data_prep", "patternnet", "--root", str(root), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": f"{hanging_read(tmp_path, 'airplane000.jpg')}:{REPO}"}
+    env = {**os.environ, "PYTHONPATH": f"{hanging_read(tmp_path, 'airplane001.jpg')}:{REPO}"}
     proc = subprocess.Popen(
         [*cmd, "--workers", "2", "--no-progress"], cwd=REPO, env=env, stderr=subprocess.PIPE, start_new_session=True
     )

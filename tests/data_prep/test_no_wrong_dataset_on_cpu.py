@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,23 +89,35 @@ def test_a_second_run_on_a_locked_out_fails_at_once_naming_the_first(tmp_path):
     assert not out.exists()  # the holder made it, and removed it
 
 
-def test_two_concurrent_cli_runs_never_mix_their_files(tmp_path):
+def test_a_second_cli_run_while_the_first_is_writing_fails_at_once(tmp_path):
+    """Run A blocks reading one image (a `sitecustomize` hangs that read), run B targets the same --out: B exits 2
+    naming A's pid, and after A is stopped --out holds nothing of either."""
     root = make_fixture("patternnet", tmp_path / "raw", n=2)
     out = tmp_path / "out"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import time\nimport data_prep.source as source\n_read = source.read_ref\n"
+        "def read_ref(ref):\n    if ref.member.endswith('forest001.jpg'):\n        time.sleep(3600)\n"
+        "    return _read(ref)\nsource.read_ref = read_ref\n"
+    )
     base = [sys.executable, "-m", "data_prep", "patternnet", "--root", str(root), "--out", str(out), "--no-progress"]
-    procs = [
-        subprocess.Popen([*base, "--seed", str(seed), "--workers", "0"], cwd=REPO, stderr=subprocess.PIPE)
-        for seed in (0, 1)
-    ]
-    errs = [p.communicate(timeout=120)[1].decode() for p in procs]
-    codes = [p.returncode for p in procs]
-    assert sorted(codes) in ([0, 2], [0, 0]), errs  # both 0 only if the first had finished before the second began
-    if codes.count(2):
-        assert "in use by another data_prep run" in errs[codes.index(2)]
-    if codes.count(0) == 1:  # the run that wrote --out is the one that exited 0
-        assert report_of(out)["seed"] == codes.index(0)
-    written = sorted(p.name for p in out.iterdir())
-    assert written == sorted([*report_of(out)["files"], "report.json", "splits.json"])  # one run's files only
+    first = subprocess.Popen(
+        [*base, "--workers", "0"], cwd=REPO, env={**os.environ, "PYTHONPATH": f"{site}:{REPO}"}, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(out.glob(".data_prep-tmp-*")):
+            time.sleep(0.05)
+        time.sleep(1.0)  # A is indexing or blocked in its read
+        second = subprocess.run([*base, "--seed", "1", "--workers", "0"], cwd=REPO, capture_output=True, timeout=60)
+        err = second.stderr.decode()
+        assert second.returncode == 2 and f"pid {first.pid}" in err and "in use by another" in err, err
+        assert first.poll() is None  # A is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 143 and not out.exists()
 
 
 # --- 48-bit TIFF ---------------------------------------------------------------------------------------------------
