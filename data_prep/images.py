@@ -14,7 +14,8 @@ Policy (`verify`, for images stored unchanged; an image that needs a conversion 
 - RGB JPEG/PNG that needs no change keeps its original bytes (no re-encoding loss, and fast).
 - Everything else is converted deliberately and the conversion is named (report.json counts it):
   grayscale/bilevel -> RGB, palette -> RGB, RGBA -> RGB (alpha dropped), CMYK/YCbCr -> RGB,
-  16-bit -> 8-bit by the full-range linear map v * 255 / 65535 (rounded), then -> RGB.
+  16-bit -> 8-bit by the full-range linear map v * 255 / 65535 (rounded), then -> RGB (grey 16-bit, and 48/64-bit
+  RGB(A) TIFF, whose samples are read here because Pillow would truncate them to their high byte).
   Float images are refused (no safe fixed mapping).
 - Images whose short side is below `min_size` are upscaled by the smallest integer factor that reaches it, with
   nearest-neighbour (every source pixel becomes an f x f block, so no pixel value is invented).
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_prep.lifeline import follow_main_process
 from data_prep.source import FileRef, read_ref
 
 PASSTHROUGH_FORMATS = ("JPEG", "PNG")
@@ -102,6 +104,34 @@ def sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
     return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
+def _tiff_sixteen_bit_rgb(im: Image.Image, tiles: list, data: bytes) -> np.ndarray | None:
+    """H x W x 3|4 uint16 samples of a 48/64-bit RGB(A) TIFF (Pillow reads those as 8-bit RGB by keeping the high
+    byte, not by the README's formula), or None for any other image. Uncompressed strips/tiles are read from `data`;
+    a compressed one raises ValueError (no reader here keeps its 16 bits). `tiles`: `im.tile` before `im.load()`."""
+    if im.format != "TIFF" or im.mode not in ("RGB", "RGBA"):
+        return None
+    bits = im.tag_v2.get(258)  # BitsPerSample
+    if not isinstance(bits, tuple) or len(bits) not in (3, 4) or set(bits) != {16}:
+        return None
+    channels = len(bits)
+    out = np.zeros((im.height, im.width, channels), dtype=np.uint16)
+    for tile in tiles:
+        x0, y0, x1, y1 = tile.extents
+        args = tuple(tile.args) if isinstance(tile.args, tuple) else (tile.args,)
+        rawmode, stride, orientation = str(args[0]) if args else "", (args[1:2] or (0,))[0], (args[2:3] or (1,))[0]
+        packed = stride in (0, (x1 - x0) * channels * 2) and orientation == 1
+        if tile.codec_name != "raw" or not rawmode.endswith(("16L", "16B", "16N")) or not packed:
+            raise ValueError(
+                f"16-bit-per-channel TIFF stored with {tile.codec_name!r} compression: save it uncompressed (or as "
+                "8-bit), so that its 16-bit values can be mapped by v * 255 / 65535"
+            )
+        order = {"B": ">", "L": "<"}.get(rawmode[-1], "=")
+        count = (x1 - x0) * (y1 - y0) * channels
+        block = np.frombuffer(data, dtype=f"{order}u2", count=count, offset=tile.offset)  # ValueError if cut short
+        out[y0:y1, x0:x1] = block.reshape(y1 - y0, x1 - x0, channels)  # rows of the tile, H' x W' x C
+    return out
+
+
 def to_rgb(im: Image.Image) -> tuple[Image.Image, list[str]]:
     """Return an RGB image and the names of the conversions applied (empty for RGB input)."""
     mode = im.mode
@@ -121,6 +151,21 @@ def upscale_to_min(im: Image.Image, min_size: int) -> tuple[Image.Image, bool]:
         return im, False
     factor = math.ceil(min_size / short)
     return im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST), True
+
+
+def upscale_error(width: int, height: int, min_size: int) -> Encoded | None:
+    """`too_many_pixels` when the upscale to `min_size` would exceed PIL's decompression-bomb limit, else None."""
+    short = min(width, height)
+    limit = Image.MAX_IMAGE_PIXELS
+    if min_size <= 0 or short <= 0 or short >= min_size or limit is None:
+        return None
+    factor = math.ceil(min_size / short)
+    if width * height * factor * factor <= limit:
+        return None
+    detail = f"{width}x{height} upscaled x{factor} for --min-size {min_size} = {width * height * factor**2} pixels"
+    return Encoded(
+        None, width=width, height=height, error=f"{detail} > PIL's limit {limit}", error_kind="too_many_pixels"
+    )
 
 
 def _encode_png(im: Image.Image) -> bytes:
@@ -208,17 +253,28 @@ def encode_image_bytes(data: bytes, min_size: int, verify: str = "full") -> Enco
         check_only = verify == "full" and fmt == "JPEG" and im.mode == "RGB" and min(width, height) >= min_size
         if check_only:  # kept as is: decode every coefficient, but the IDCT of the luma DC term only (1/8, grey)
             im.draft("L", (1, 1))
+        tiles = list(im.tile)  # load() clears them
         im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # raised by Image.open itself above twice the limit
+        return Encoded(None, error=error_text(exc), error_kind="too_many_pixels")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return Encoded(None, error=error_text(exc), error_kind="corrupt_image")
     if check_only:
         return Encoded(data, fmt, width, height, ())
     try:
-        rgb, conversions = to_rgb(im)
+        wide = _tiff_sixteen_bit_rgb(im, tiles, data)
+        if wide is not None:
+            rgb = Image.fromarray(np.ascontiguousarray(sixteen_to_eight(wide[:, :, :3])), mode="RGB")
+            conversions = ["16bit->rgb", *(["rgba->rgb"] if wide.shape[2] == 4 else [])]
+        else:
+            rgb, conversions = to_rgb(im)
     except ValueError as exc:
         return Encoded(None, error=str(exc), error_kind="unsupported_image")
     if sixteen and "16bit->rgb" not in conversions:  # 48/64-bit RGB(A) PNG, already reduced to 8 bits by Pillow
         conversions.append("16bit->rgb")
+    too_big = upscale_error(width, height, min_size)
+    if too_big is not None:
+        return too_big
     rgb, upscaled = upscale_to_min(rgb, min_size)
     if upscaled:
         conversions.append("upscaled")
@@ -247,6 +303,9 @@ def encode_array(arr: np.ndarray, min_size: int) -> Encoded:
         im = Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
     else:
         return Encoded(None, error=f"unsupported array shape {arr.shape}", error_kind="unsupported_image")
+    too_big = upscale_error(width, height, min_size)
+    if too_big is not None:
+        return too_big
     im, upscaled = upscale_to_min(im, min_size)
     if upscaled:
         conversions.append("upscaled")
@@ -261,6 +320,8 @@ def encode_payload(payload: FileRef | np.ndarray, min_size: int, verify: str = "
         data = read_ref(payload)
     except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # unreadable, damaged zip member
         return Encoded(None, error=f"cannot read: {error_text(exc)}", error_kind="corrupt_image")
+    except (RuntimeError, NotImplementedError) as exc:  # zipfile: an encrypted member, an unsupported compression
+        return Encoded(None, error=f"cannot read the archive member: {exc}", error_kind="unreadable_archive_member")
     return encode_image_bytes(data, min_size, verify)
 
 
@@ -269,11 +330,17 @@ def encode_chunk(payloads: list[FileRef | np.ndarray], min_size: int, verify: st
     return [encode_payload(p, min_size, verify) for p in payloads]
 
 
-def worker_init() -> None:
+def worker_init(main_pid: int | None = None) -> None:
     """Pool initializer: never accept truncated files in our worker processes, whatever a library set globally; leave
     Ctrl-C and SIGTERM (sent to the whole process group by terminals and job schedulers) to the main process, which
-    then removes its temporary files and kills the workers itself (a worker exits anyway when the main process dies:
-    its task queue closes)."""
+    then removes its temporary files and kills the workers itself; and exit when the main process `main_pid` dies
+    without doing so (SIGKILL, the OOM killer: data_prep.lifeline)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if main_pid is not None:
+        follow_main_process(main_pid)
+
+
+def worker_started() -> None:
+    """A no-op task: submitting one per worker starts them all at once."""

@@ -178,6 +178,9 @@ def find_npz(root: str | Path, flag: str, size: int) -> Path:
     found = sorted(root.rglob(name)) if root.is_dir() else []
     if not found:
         raise DataPrepError(f"{name} not found under {root} (download it from Zenodo record 10519652)")
+    if len(found) > 1:  # a stale copy next to the current one: which one is meant cannot be guessed
+        listed = ", ".join(str(f) for f in found[:5]) + (f" (+{len(found) - 5} more)" if len(found) > 5 else "")
+        raise DataPrepError(f"{len(found)} copies of {name} under {root}: {listed}; pass the one to convert as --root")
     return found[0]
 
 
@@ -207,6 +210,9 @@ def _check_split(arrays: NpzArrays, flag: str, size: int, split: str, sub: Subse
         return None
     width = len(sub.labels) if sub.multi_label else 1
     good_images = len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))
+    if not good_images:  # e.g. a MedMNIST 3D volume (N x 28 x 28 x 28): skipping its splits would leave nothing
+        detail = f"images of shape {list(shape)}, expected N x H x W (x 3): not a 2-D MedMNIST file (3-D: *3d.npz)"
+        report.refuse("wrong_subset", f"{arrays.path.name}:{split}_images", detail)
     good_labels = labels.ndim in (1, 2) and labels.shape[0] == shape[0]
     if not good_images or not good_labels or dtype not in (np.uint8, np.uint16) or labels.dtype.kind not in "uib":
         detail = (
@@ -233,7 +239,7 @@ def _check_subset(
     if (labels.shape[1] if labels.ndim == 2 else 1) != width:
         detail = f"labels of shape {list(labels.shape)}, expected N x {width} for {flag}: not a {flag} file"
         report.refuse("wrong_subset", f"{name}:{split}_labels", detail)
-    flat = labels.reshape(len(labels), -1).astype(np.int64)
+    flat = labels.reshape(len(labels), width).astype(np.int64)  # N x width (N may be 0: an empty split)
     bad = ~np.isin(flat, (0, 1)) if sub.multi_label else (flat < 0) | (flat >= len(sub.labels))
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])

@@ -4,10 +4,10 @@
 
 Columns read: `question` (text; MMStar puts the options in it: "...\\nOptions: A: ..., B: ..."), `answer` (the option
 letter), the image in `image` (a {bytes, path} struct as the Hugging Face parquet export writes it, or raw bytes), and
-optional option columns `A`..`H` (MMBench style, appended to the question as "A. text" lines). The answer vocabulary is
-the option letters (those present as columns or named in the question as "X:"/"X." , else A-D), so the reward and the
-evaluation accept exactly one letter. Nothing is downloaded: the file is the user's. No transform is whitelisted
-(a rotated chart or text changes the answer), only the identity.
+optional option columns `A`..`Z` (MMBench style, appended to the question as "A. text" lines; up to 26 options). The
+answer vocabulary is the option letters (those present as columns, else the run A, B, C, ... named in the question as
+"X:"/"X."/"X)", else A-D), so the reward and the evaluation accept exactly one letter. Nothing is downloaded: the
+file is the user's. No transform is whitelisted (a rotated chart or text changes the answer), only the identity.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from data_prep.schema import make_row
 from data_prep.writer import OutputDir, RowGroupWriter
 
 DOMAIN = "general"
-LETTERS = tuple(string.ascii_uppercase[:8])
-_OPTION_IN_TEXT = re.compile(r"(?:^|[\s,(])([A-H])\s*[:.)]\s")
+LETTERS = tuple(string.ascii_uppercase)  # up to 26 options
+_OPTION_IN_TEXT = re.compile(r"(?:^|[\s,(])([A-Z])\s*[:.)]\s")
 
 
 def option_letters(row: dict[str, Any], columns: list[str]) -> list[str]:
@@ -37,8 +37,13 @@ def option_letters(row: dict[str, Any], columns: list[str]) -> list[str]:
     cols = [c for c in LETTERS if c in columns and row.get(c) not in (None, "") and str(row.get(c)) != "nan"]
     if cols:
         return cols
-    found = sorted(set(_OPTION_IN_TEXT.findall(str(row.get("question", "")))))
-    return found if len(found) >= 2 else list(LETTERS[:4])
+    found = set(_OPTION_IN_TEXT.findall(str(row.get("question", ""))))
+    run = []  # A, B, C, ... while present: a stray "I." or "X:" in the text never adds a letter
+    for letter in LETTERS:
+        if letter not in found:
+            break
+        run.append(letter)
+    return run if len(run) >= 2 else list(LETTERS[:4])
 
 
 def question_text(row: dict[str, Any], letters: list[str], columns: list[str]) -> str:

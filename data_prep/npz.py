@@ -17,8 +17,9 @@ import numpy as np
 
 from data_prep.report import DataPrepError
 
-# what a damaged zip member raises while it is read (bad CRC, bad deflate stream, cut short)
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+# what a damaged zip member raises while it is read (bad CRC, bad deflate stream, cut short; encrypted or an
+# unsupported compression method: RuntimeError, NotImplementedError)
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
 
 
 class NpzError(DataPrepError):

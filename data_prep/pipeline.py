@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.duplicates import POLICIES, apply_policy, digest_chunk, find_duplicates, group_of
 from data_prep.images import VERIFY_LEVELS
 from data_prep.prompts import build_question
 from data_prep.report import DataPrepError, Report, dumps
@@ -23,6 +24,9 @@ from data_prep.source import FileRef
 from data_prep.splits import SPLITS, class_lists, parse_shots, select_first_valid, stratified_split, union_sorted
 from data_prep.whitelist import allowed_transforms
 from data_prep.writer import EncoderPool, OutputDir, RowGroupWriter, check_out_dir, default_workers
+
+# --min-size bound: Qwen2.5-VL's default max_pixels is 12845056 = 3584 x 3584, so a larger short side is resized away
+MAX_MIN_SIZE = 3584
 
 
 @dataclass
@@ -56,6 +60,11 @@ class DatasetIndex:
     task_note: str = ""
     stream: Callable[[list[Item]], Iterator[Any]] | None = None  # payloads for items (default: item.ref)
     info: dict[str, Any] = field(default_factory=dict)
+    transforms: tuple[str, ...] | None = None  # the whitelist of every row (default: allowed_transforms(data_source))
+
+    def row_transforms(self) -> tuple[str, ...]:
+        """The transform whitelist written into every row."""
+        return self.transforms if self.transforms is not None else allowed_transforms(self.data_source)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class RunOptions:
     row_group_rows: int = 256
     file_names: dict[str, str] = field(default_factory=dict)  # rename outputs, e.g. {"train_all": "train"}
     overwrite: bool = False  # replace the run files of another run in `out` (else refused)
+    duplicates: str = "refuse"  # byte-identical images: refuse (across labels) | keep | drop (data_prep.duplicates)
     log: Callable[[str], None] | None = None  # progress lines for the user (the CLI prints them)
 
     @staticmethod
@@ -147,7 +157,7 @@ class _Run:
         union = [it for it in union if it.key not in self.bad]
         writers = {name: RowGroupWriter(out.path(name), opts.row_group_rows) for name in outputs}
         counts = {name: Counter() for name in outputs}
-        transforms = allowed_transforms(index.data_source)
+        transforms = index.row_transforms()
         bar = tqdm(total=len(union), desc=f"{index.data_source}", unit="img", disable=not opts.progress)
         for item, enc in zip(union, self.pool.map(_payloads(index, union))):
             bar.update(1)
@@ -184,12 +194,22 @@ def _per_class(counter: Counter, class_names: Sequence[str]) -> dict[str, int]:
     return {name: int(counter.get(c, 0)) for c, name in enumerate(class_names)}
 
 
-def assign_seeded_split(index: DatasetIndex, opts: RunOptions) -> dict[str, list[str]]:
-    """Draw a seeded stratified split for an index without an official one; return {split: [source_path...]}."""
-    primary = [it.label_ids[0] for it in index.items]
-    names = stratified_split(primary, len(index.class_names), opts.split_ratio, opts.seed)
-    for item, split in zip(index.items, names):
+def assign_seeded_split(
+    index: DatasetIndex, opts: RunOptions, follow: dict[int, Item] | None = None
+) -> dict[str, list[str]]:
+    """Draw a seeded stratified split for an index without an official one; return {split: [source_path...]}.
+
+    `follow`: {id(copy): first item of its duplicate group}; copies take their first item's split, so every copy of
+    an image lands in one split (without duplicates the split is the plain stratified one).
+    """
+    follow = follow or {}
+    drawn = [it for it in index.items if id(it) not in follow]
+    names = stratified_split([it.label_ids[0] for it in drawn], len(index.class_names), opts.split_ratio, opts.seed)
+    for item, split in zip(drawn, names):
         item.split = split
+    for item in index.items:
+        if id(item) in follow:
+            item.split = follow[id(item)].split
     index.split_source = "seeded stratified split {:g}/{:g}/{:g} (seed {})".format(*opts.split_ratio, opts.seed)
     return {s: [it.source_path for it in index.items if it.split == s] for s in SPLITS}
 
@@ -210,6 +230,10 @@ def _check_options(opts: RunOptions) -> None:
         raise DataPrepError(f"--seed must be a non-negative integer, got {opts.seed}")
     if opts.verify not in VERIFY_LEVELS:
         raise DataPrepError(f"--verify must be one of {VERIFY_LEVELS}, got {opts.verify!r}")
+    if opts.duplicates not in POLICIES:
+        raise DataPrepError(f"--duplicates must be one of {POLICIES}, got {opts.duplicates!r}")
+    if not 0 <= opts.min_size <= MAX_MIN_SIZE:
+        raise DataPrepError(f"--min-size must be between 0 and {MAX_MIN_SIZE}, got {opts.min_size}")
 
 
 def _skipped(report: Report) -> str:
@@ -237,53 +261,64 @@ def _os_error_text(exc: OSError) -> str:
 def convert(build: Callable[[Report], DatasetIndex], opts: RunOptions) -> dict[str, Any]:
     """Run one conversion: `build(report)` indexes the dataset; returns the report written to report.json.
 
-    Every failure is a `DataPrepError` with a one-line message (OSErrors of the output folder included); whatever
-    ends the run early (an error, Ctrl-C, SIGTERM) removes the temporary folder and stops the pool.
+    `--out` is locked first (a second run on it fails at once). Every failure is a `DataPrepError` with a one-line
+    message (OSErrors of the output folder included); whatever ends the run early (an error, Ctrl-C, SIGTERM) removes
+    the temporary folder and the folders made for `--out`, and stops the pool.
     """
     _check_options(opts)
+    out_path = Path(opts.out)
+    try:
+        out = OutputDir(out_path, log=opts.log)
+    except OSError as exc:
+        raise DataPrepError(f"--out {out_path}: cannot write ({_os_error_text(exc)}); nothing written") from exc
     try:
         with EncoderPool(opts.workers, opts.min_size, opts.verify) as pool:  # its workers start while `build` indexes
-            return _convert(build, opts, pool)
+            return _convert(build, opts, pool, out)
     except BrokenProcessPool as exc:
+        out.abort()
         raise DataPrepError("a decode worker died (killed by the system, out of memory?); nothing written") from exc
+    except OSError as exc:  # writing the output (reading the input fails per image, as a counted reason)
+        out.abort()
+        raise DataPrepError(f"--out {out_path}: cannot write ({_os_error_text(exc)}); nothing written") from exc
+    except BaseException:
+        out.abort()
+        raise
 
 
-def _convert(build: Callable[[Report], DatasetIndex], opts: RunOptions, pool: EncoderPool) -> dict[str, Any]:
-    """`convert` with a started pool."""
+def _dedupe(index: DatasetIndex, opts: RunOptions, pool: EncoderPool, report: Report) -> dict[int, Item]:
+    """Find byte-identical images, apply `--duplicates` (index.items may shrink); returns the copies' split leaders."""
+    groups = find_duplicates(index.items, _payloads(index, index.items), lambda ps: pool.map(ps, digest_chunk))
+    index.items, summary = apply_policy(index.items, groups, opts.duplicates, index.class_names, report)
+    index.info["duplicates"] = summary
+    return group_of(groups) if opts.duplicates != "drop" else {}
+
+
+def _convert(
+    build: Callable[[Report], DatasetIndex], opts: RunOptions, pool: EncoderPool, out: OutputDir
+) -> dict[str, Any]:
+    """`convert` with a started pool and a locked output folder."""
     report = Report(opts.on_error)
     index = build(report)
     if not index.items:
         raise DataPrepError(f"{source_line(index)}: no usable images ({_skipped(report)})")
     if opts.log:
         opts.log(source_line(index))
-    out_path = Path(opts.out)
-    if out_path.exists() and not out_path.is_dir():
-        raise DataPrepError(f"--out {out_path} is a file, not a folder")
     identity = {
         "dataset": index.data_source,
         "seed": opts.seed,
         "shots": ["all" if k is None else k for k in opts.shots],
     }
-    seeded = None if index.split_source else assign_seeded_split(index, opts)
+    out.stale = check_out_dir(out.out, identity, opts.overwrite)
+    follow = _dedupe(index, opts, pool, report)
+    seeded = None if index.split_source else assign_seeded_split(index, opts, follow)
     pools = {s: sorted((it for it in index.items if it.split == s), key=lambda it: it.key) for s in SPLITS}
     _check_pools(index, opts, pools, report)
-    out: OutputDir | None = None
-    try:
-        out = OutputDir(out_path, check_out_dir(out_path, identity, opts.overwrite))
-        if seeded is not None:
-            out.write_text("splits.json", dumps(seeded))
-        files = _write_files(index, opts, pools, report, out, pool)
-        result = _result(index, opts, identity, pools, files, report)
-        out.write_text("report.json", dumps(result))
-        out.commit()
-    except OSError as exc:
-        if out is not None:
-            out.abort()
-        raise DataPrepError(f"--out {out_path}: cannot write ({_os_error_text(exc)}); nothing written") from exc
-    except BaseException:
-        if out is not None:
-            out.abort()
-        raise
+    if seeded is not None:
+        out.write_text("splits.json", dumps(seeded))
+    files = _write_files(index, opts, pools, report, out, pool)
+    result = _result(index, opts, identity, pools, files, report)
+    out.write_text("report.json", dumps(result))
+    out.commit()
     return result
 
 
@@ -349,7 +384,7 @@ def _result(
         "split_source": index.split_source,
         **index.info,
         "class_names": index.class_names,
-        "transforms": list(allowed_transforms(index.data_source)),
+        "transforms": list(index.row_transforms()),
         "splits": {
             s: {
                 "total": len(p),

@@ -29,6 +29,9 @@ REASONS = {
     "bad_npz_array": "npz array with a wrong shape/dtype or truncated data (that split is skipped)",
     "label_out_of_range": "label outside the subset's label range (or not 0/1 for multi-label)",
     "wrong_subset": "npz arrays whose shape is not the one of the subset and size asked for",
+    "unreadable_archive_member": "zip member that cannot be read (encrypted, or an unsupported compression method)",
+    "undecodable_file_name": "file name that is not valid UTF-8 (no parquet or JSON string can hold it)",
+    "duplicate_image": "byte-identical copy of another image (dropped by --duplicates drop)",
 }
 MAX_EXAMPLES = 50
 
@@ -66,6 +69,14 @@ class Report:
         self.skips[reason] += count
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"reason": reason, "path": path, "detail": detail, "count": str(count)})
+
+    def count_skip(self, reason: str, path: str, detail: str = "") -> None:
+        """Count an image left out on the user's explicit request (e.g. `--duplicates drop`), whatever `on_error`."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown issue reason {reason!r}")
+        self.skips[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"reason": reason, "path": path, "detail": detail, "count": "1"})
 
     def refuse(self, reason: str, path: str, detail: str = "") -> None:
         """Raise for a problem no skip can fix (the input is not what was asked for), whatever `on_error` says."""

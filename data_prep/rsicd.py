@@ -19,10 +19,10 @@ from collections import Counter
 from pathlib import PurePosixPath
 
 from data_prep.aid import CLASS_NAMES as AID_CLASSES
-from data_prep.folders import RS_SUBJECT, fold
+from data_prep.folders import RS_SUBJECT, fold, report_bad_names
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
-from data_prep.source import Source, is_image_name, is_mac_metadata, read_ref
+from data_prep.source import Source, is_image_name, is_mac_metadata, read_text
 
 NAME = "rsicd"
 ARCHIVES = ("RSICD_images.zip", "txtclasses_rsicd.zip")
@@ -58,7 +58,7 @@ def read_class_lists(source: Source, report: Report) -> dict[str, int]:
         if label is None:
             report.issue("unknown_class_list", member)
             continue
-        for line in read_ref(source.files[member]).decode("utf-8-sig").splitlines():
+        for line in read_text(source, member, "class list").splitlines():
             name = line.strip()
             if not name:
                 continue
@@ -75,13 +75,24 @@ def read_official_split(source: Source) -> dict[str, str] | None:
     found = source.find(JSON_NAME)
     if not found:
         return None
-    data = json.loads(read_ref(source.files[found[0]]).decode("utf-8"))
+    where = f"{source.root}/{found[0]}"
+    fix = "replace it with the official file, or rerun with --no-split-files for a seeded split"
+    try:
+        data = json.loads(read_text(source, found[0], "RSICD split file"))
+    except ValueError as exc:  # JSONDecodeError: truncated, empty, not JSON
+        raise DataPrepError(f"{where} is not valid JSON ({exc}); {fix}") from exc
+    entries = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DataPrepError(f"{where} has no 'images' list (Karpathy format: {{\"images\": [...]}}); {fix}")
     out = {}
-    for entry in data["images"]:
+    for pos, entry in enumerate(entries):
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise DataPrepError(f"{where}: images[{pos}] has no 'filename'; {fix}")
         split = _SPLIT_NAMES.get(entry.get("split", ""))
         if split is None:
-            raise DataPrepError(f"{JSON_NAME}: unknown split {entry.get('split')!r} for {entry.get('filename')}")
-        out[entry["filename"]] = split
+            raise DataPrepError(f"{where}: unknown split {entry.get('split')!r} for {name} in images[{pos}]; {fix}")
+        out[name] = split
     return out
 
 
@@ -96,6 +107,7 @@ def label_from_name(name: str) -> int | None:
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:
     """Index RSICD at `root`; see the module docstring for the expected files."""
     source = Source(root, ARCHIVES)
+    report_bad_names(source, report)
     labels = read_class_lists(source, report)
     split_of = read_official_split(source) if use_split_files else None
     image_dir = _image_dir(source)

@@ -8,7 +8,9 @@ themselves (one cached handle per process), so image bytes never travel from the
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -46,9 +48,18 @@ def is_image_name(path: str) -> bool:
 
 
 def read_ref(ref: FileRef) -> bytes:
-    """Read the bytes of one member (the zip handle is cached per process)."""
+    """Read the bytes of one member (the zip handle is cached per process).
+
+    A plain file is opened non-blocking and must be a regular file: a FIFO or device named like an image raises
+    OSError at once instead of blocking the run forever.
+    """
     if ref.archive is None:
-        with open(os.path.join(ref.root, ref.member), "rb") as fh:
+        fd = os.open(os.path.join(ref.root, ref.member), os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as fh:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+                raise OSError(f"not a regular file ({kind})")
             return fh.read()
     zf = _ZIP_CACHE.get(ref.archive)
     if zf is None:
@@ -80,6 +91,7 @@ class Source:
         self.dirs: set[str] = set()
         self.rar_found: list[str] = []
         self.loops: list[str] = []  # symlinked folders not entered again (they lead back to a folder already read)
+        self.bad_names: list[str] = []  # paths that are not valid UTF-8 (shown with \x escapes), left out of `files`
         if self.root.is_file():
             self._add_archive(self.root)
         else:
@@ -107,6 +119,9 @@ class Source:
                 self.dirs.add(rel_dir)
             for name in sorted(filenames):
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not _is_utf8(rel):  # os.walk keeps undecodable bytes as surrogates: no parquet/JSON can hold them
+                    self.bad_names.append(printable(rel))
+                    continue
                 if name in archive_names:
                     archives.append(Path(dirpath) / name)
                 elif name.lower().endswith(".rar") and Path(name).stem in {Path(a).stem for a in archive_names}:
@@ -146,6 +161,36 @@ class Source:
             for member in self.members:
                 self._by_name.setdefault(base_name(member), []).append(member)
         return list(self._by_name.get(basename, []))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """A path from the file system with its undecodable bytes as `\\xNN` escapes (safe to print and store)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_text(source: Source, member: str, what: str) -> str:
+    """A small text file of the dataset (split list, class list, json) as UTF-8; any failure is one `DataPrepError`
+    naming the file and saying what to do."""
+    where = f"{source.root / member if source.files[member].archive is None else f'{source.root}:{member}'}"
+    try:
+        data = read_ref(source.files[member])
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as exc:
+        raise DataPrepError(f"cannot read the {what} {where}: {exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataPrepError(
+            f"the {what} {where} is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            "re-save it as UTF-8"
+        ) from exc
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -36,7 +36,7 @@ def parse_shots(text: str) -> list[int | None]:
         if part == "all":
             shots.add(None)
         elif part:
-            k = int(part)
+            k = int(part) if part.lstrip("-").isdigit() else 0
             if k <= 0:
                 raise ValueError(f"shots must be positive integers or 'all', got {part!r}")
             shots.add(k)

@@ -2,22 +2,27 @@
 
 - `EncoderPool.map` keeps at most a few chunks in flight, so memory stays bounded at any dataset size, and returns
   results in input order, so the output is identical for any number of workers.
-- `OutputDir` writes every file into a hidden temporary folder inside `--out` and renames them into place only when
-  the whole run succeeded: a failed or interrupted run never leaves a half-written or mixed set of files.
+- `OutputDir` locks `--out` (a second run writing there fails at once, naming the first), writes every file into a
+  hidden temporary folder inside it and renames them into place only when the whole run succeeded: a failed or
+  interrupted run never leaves a half-written or mixed set of files, nor the folders it created for `--out`.
 - `RowGroupWriter` buffers rows and flushes a parquet row group every `row_group_rows` rows or ~64 MiB of images.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,13 +31,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.images import VERIFY_LEVELS, Encoded, encode_chunk, worker_init
+from data_prep.images import VERIFY_LEVELS, encode_chunk, worker_init, worker_started
 from data_prep.report import DataPrepError
 from data_prep.schema import ARROW_SCHEMA
 from data_prep.source import close_archives
 
 ROW_GROUP_BYTES = 64 << 20
 RUN_FILES = ("report.json", "splits.json")  # with *.parquet: the files a run writes into --out
+TMP_PREFIX = ".data_prep-tmp-"  # + "<pid>-<random>": the temporary folder of a run inside --out
 IMAGE_COLUMN = "images.list.element.bytes"
 
 
@@ -95,6 +101,24 @@ def default_workers() -> int:
     return max(1, min(cores, 16))
 
 
+@contextmanager
+def _signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM back until the block ends, then deliver them (main thread only; elsewhere a no-op)."""
+    caught: list[int] = []
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
+    except ValueError:  # not the main thread: signals are not delivered here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
 class EncoderPool:
     """Encode payloads in a process pool (`workers >= 1`) or inline (`workers == 0`), results in order."""
 
@@ -103,27 +127,36 @@ class EncoderPool:
             raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
         self.workers, self.min_size, self.verify, self.chunk = workers, min_size, verify, chunk
         self._executor: ProcessPoolExecutor | None = None
+        self._started: list[Future] = []
         if workers > 0:
             # forkserver: workers never inherit the parent's threads (torch, tokenizers) or its memory; it imports
             # the decoder once, and the workers start now (one no-op each), while the main process indexes the data
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["data_prep.images"])
-            self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
-            for _ in range(workers):
-                self._executor.submit(worker_init)
+            with _signals_deferred():  # a worker half-started by an interrupted spawn is not killed by close()
+                self._executor = ProcessPoolExecutor(
+                    workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)
+                )
+                try:
+                    self._started = [self._executor.submit(worker_started) for _ in range(workers)]
+                except BaseException:
+                    self.close(kill=True)
+                    raise
 
-    def map(self, payloads: Iterable[Any]) -> Iterator[Encoded]:
-        """Yield one `Encoded` per payload, in order, with at most 2 * workers + 2 chunks in flight."""
+    def map(self, payloads: Iterable[Any], chunk_fn: Callable[[list[Any]], list[Any]] | None = None) -> Iterator[Any]:
+        """Yield one `Encoded` per payload (or `chunk_fn`'s answer: a module-level function, chunk in, list out), in
+        order, with at most 2 * workers + 2 chunks in flight."""
+        fn = chunk_fn or partial(encode_chunk, min_size=self.min_size, verify=self.verify)
         it = iter(payloads)
         if self._executor is None:
             while chunk := list(islice(it, self.chunk)):
-                yield from encode_chunk(chunk, self.min_size, self.verify)
+                yield from fn(chunk)
             return
         pending: deque[Future] = deque()
         limit = 2 * self.workers + 2
         while True:
             while len(pending) < limit and (chunk := list(islice(it, self.chunk))):
-                pending.append(self._executor.submit(encode_chunk, chunk, self.min_size, self.verify))
+                pending.append(self._executor.submit(fn, chunk))
             if not pending:
                 return
             yield from pending.popleft().result()
@@ -222,25 +255,80 @@ def check_out_dir(out: Path, identity: dict[str, Any], overwrite: bool = False) 
     return present
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders `mkdir(parents=True)` would create for `path`, innermost first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
 class OutputDir:
     """Files written under a temporary folder in `out`, moved into `out` by `commit()` (atomic per file).
 
-    `stale`: run files already in `out` (from `check_out_dir`); those this run does not write again are removed at
-    commit, so `out` ends up holding exactly this run's files.
+    `out` is locked for the whole run (`flock` on the folder, released by the kernel when the process dies, however it
+    dies): a second run on the same `out` fails at once naming the first, and a temporary folder found while the lock
+    is held belongs to a run that is dead, so it is removed (and `log` told). `stale`: run files already in `out`
+    (from `check_out_dir`, may be set after construction); those this run does not write again are removed at
+    commit, so `out` ends up holding exactly this run's files. `abort()` also removes the folders created for `out`.
     """
 
-    def __init__(self, out: str | os.PathLike, stale: Sequence[str] = ()) -> None:
+    def __init__(
+        self, out: str | os.PathLike, stale: Sequence[str] = (), log: Callable[[str], None] | None = None
+    ) -> None:
         self.out = Path(out)
         self.stale = list(stale)
-        self.created = not self.out.exists()  # removed again by abort() (if still empty)
+        if self.out.exists() and not self.out.is_dir():
+            raise DataPrepError(f"--out {self.out} is a file, not a folder")
+        self.created = _missing_folders(self.out.absolute())  # removed again by abort() (if still empty)
         self.tmp: Path | None = None
         self.names: list[str] = []
+        self._lock_fd: int | None = None
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=".data_prep-tmp-", dir=self.out))
+            self._lock()
+            cleared = self._clear_dead_runs()
+            if cleared:
+                (log or _note)(
+                    f"--out {self.out}: removed {len(cleared)} temporary folder(s) of interrupted runs: {cleared}"
+                )
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=self.out))
         except BaseException:
             self.abort()
             raise
+
+    def _lock(self) -> None:
+        fd = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            others = sorted(p.name for p in self.out.glob(TMP_PREFIX + "*"))
+            pids = sorted({n[len(TMP_PREFIX) :].split("-", 1)[0] for n in others})
+            who = f"pid {', '.join(pids)}, writing {others}" if others else "it has not started writing yet"
+            raise DataPrepError(
+                f"--out {self.out} is in use by another data_prep run ({who}); wait for it to end, or use another --out"
+            ) from None
+        self._lock_fd = fd
+
+    def _clear_dead_runs(self) -> list[str]:
+        """Remove the temporary folders of runs that died without cleaning up (SIGKILL, power loss): with the lock
+        held, no live run can own one."""
+        dead = sorted(p for p in self.out.glob(TMP_PREFIX + "*") if p.is_dir() and not p.is_symlink())
+        for folder in dead:
+            shutil.rmtree(folder, ignore_errors=True)
+        return [p.name for p in dead]
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     def path(self, name: str) -> Path:
         """The temporary path for output file `name`."""
@@ -262,6 +350,7 @@ class OutputDir:
                         (self.out / old).unlink(missing_ok=True)
             os.replace(self.tmp / name, self.out / name)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock()
         return [self.out / n for n in names]
 
     def drop(self, name: str) -> None:
@@ -271,11 +360,14 @@ class OutputDir:
             (self.tmp / name).unlink(missing_ok=True)
 
     def abort(self) -> None:
-        """Drop everything written so far (and `out` itself when this run created it)."""
+        """Drop everything written so far, and the folders created for `out` (`out` included, if still empty)."""
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-        if self.created:
+            self.tmp = None
+        self._unlock()
+        for folder in self.created:  # innermost first; stops at the first that is not empty (another process uses it)
             try:
-                self.out.rmdir()
-            except OSError:  # not empty (another process writes there too) or never made
-                pass
+                folder.rmdir()
+            except OSError:
+                break
+        self.created = []

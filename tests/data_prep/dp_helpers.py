@@ -51,3 +51,29 @@ def report_of(out: Path) -> dict:
 def file_bytes(out: Path) -> dict[str, bytes]:
     """Every output file's bytes, by name (for byte-identity checks)."""
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `python -m data_prep` in-process (inline workers, no bar): (exit status, stdout, stderr)."""
+    from data_prep.__main__ import main
+
+    try:
+        main([*argv, "--workers", "0", "--no-progress"])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit status 2, one `error:` line, no traceback, and every needle in it."""
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def no_junk(out: Path) -> bool:
+    """Nothing left by a failed run: no folder, or an empty one."""
+    return not out.exists() or not any(out.iterdir())

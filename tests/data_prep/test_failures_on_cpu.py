@@ -149,6 +149,24 @@ def test_full_disk_is_a_one_line_error_and_leaves_nothing(pn_root, tmp_path, cap
 # --- SIGTERM -------------------------------------------------------------------------------------------------------
 
 
+def hanging_read(tmp_path: Path, name: str) -> Path:
+    """A folder holding a `sitecustomize.py` that makes `data_prep.source.read_ref` block forever on files called
+    `name` in every process that has the folder on its PYTHONPATH (main, forkserver, workers)."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import time\n"
+        "import data_prep.source as source\n"
+        "_read = source.read_ref\n"
+        "def read_ref(ref):\n"
+        f"    if ref.member.endswith({name!r}):\n"
+        "        time.sleep(3600)\n"
+        "    return _read(ref)\n"
+        "source.read_ref = read_ref\n"
+    )
+    return site
+
+
 @pytest.mark.parametrize(
     ("sig", "to"),
     [
@@ -158,13 +176,13 @@ def test_full_disk_is_a_one_line_error_and_leaves_nothing(pn_root, tmp_path, cap
     ],
 )
 def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path, sig, to):
-    """A FIFO named like an image blocks the worker that opens it, so the run is reliably mid-way when the signal
-    arrives; the run must then remove its temporary folder, stop its pool and say so in one line."""
+    """A worker blocks forever reading one image (a `sitecustomize` in every process of the run makes that read
+    hang, like a hung network file), so the run is reliably mid-way when the signal arrives; the run must then remove
+    its temporary folder, stop its pool and say so in one line."""
     root = shutil.copytree(pn_root, tmp_path / "raw")
-    os.mkfifo(root / "PatternNet" / "images" / "airplane" / "airplane000.jpg")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "data_prep", "patternnet", "--root", str(root), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": f"{hanging_read(tmp_path, 'airplane001.jpg')}:{REPO}"}
     proc = subprocess.Popen(
         [*cmd, "--workers", "2", "--no-progress"], cwd=REPO, env=env, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -178,7 +196,7 @@ def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path
             break
         time.sleep(0.05)
     assert proc.poll() is None and tmp, "the run did not reach the pool"
-    time.sleep(0.5)  # let the workers pick up the chunks (one blocks on the FIFO)
+    time.sleep(0.5)  # let the workers pick up the chunks (one blocks on the hanging read)
     if to == "group":
         os.killpg(proc.pid, sig)
     else:
@@ -303,7 +321,7 @@ def test_macos_appledouble_files_are_ignored(pn_root, tmp_path):
 def test_a_dead_worker_is_a_one_line_error(pn_root, tmp_path, capsys, monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 
-    def dead(self, payloads):
+    def dead(self, payloads, chunk_fn=None):
         raise BrokenProcessPool("A process in the process pool was terminated abruptly")
         yield
 
