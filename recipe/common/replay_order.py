@@ -8,8 +8,8 @@ trainer's replay buffer orders each batch as the prompts were dispatched (the da
 TransferQueue's key listing keeps), then by the response of the group (`session_id`), then by turn; which prompts a
 batch takes is unchanged (oldest step first), only ties are broken by dispatch order instead of set order.
 
-Applied by `with_dispatch_order(trainer_cls)` (`recipe.common.entry.resolve_trainer_cls`): the trainer's own replay buffer,
-built by verl (`_build_replay_buffer`, custom samplers included), gets `DispatchOrder` in front of its class.
+Applied by `with_dispatch_order(trainer_cls)` (`recipe.common.entry.resolve_trainer_cls`): the trainer's own replay
+buffer, built by verl (`_build_replay_buffer`, custom samplers included), gets `DispatchOrder` in front of its class.
 """
 
 from __future__ import annotations
