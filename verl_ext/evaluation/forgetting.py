@@ -76,6 +76,10 @@ def _argmax_correct(record: dict) -> float:
 def compare_task(base: Sequence[dict], trained: Sequence[dict], seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Any]:
     """The per-task forgetting numbers from two runs' original-view predictions (see the module docstring)."""
     pairs = _pair(base, trained)
+    if pairs and "iou" in pairs[0][0]:  # grounding records: Acc@0.5 and IoU (verl_ext/evaluation/grounding.py)
+        from verl_ext.evaluation.grounding import compare_grounding
+
+        return compare_grounding(pairs, seed, n_boot)
     if pairs and "acc" in pairs[0][0]:  # jigsaw records: exact and hit
         exact = paired_bootstrap([b["acc"] for b, _ in pairs], [t["acc"] for _, t in pairs], n_boot, seed)
         hit = paired_bootstrap([b["hit"] for b, _ in pairs], [t["hit"] for _, t in pairs], n_boot, seed)

@@ -73,7 +73,7 @@ def _forgetting(path: Path, delta: float) -> None:
 
 def _predictions(root: Path, task: str, correct: list[bool]) -> None:
     (root / task).mkdir(parents=True, exist_ok=True)
-    rows = [{"index": i, "view": "identity", "label": "a", "prediction": "a" if c else "b"} for i, c in enumerate(correct)]
+    rows = [{"index": i, "view": "identity", "label": "a", "prediction": "ab"[not c]} for i, c in enumerate(correct)]
     (root / task / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
