@@ -110,11 +110,11 @@ def run_study(
             return 1
         write_json_atomic(mark, {"argv": argv, "env": env, "seconds": round(time.time() - started, 1)})
         echo(f"[{name}] done in {time.time() - started:.0f} s")
-    if dry_run or (only is not None and "report" not in only):
+    if only is not None and "report" not in only:
         return 0
     from recipe.novel_task.report import write_report
 
-    paths = write_report(resolve(dict(spec["report"]), raw))
+    paths = write_report(resolve({**spec["report"], "planned": dry_run}, raw))  # a dry run: the planned skeleton
     for kind, path in paths.items():
         echo(f"{kind}: {path}")
     return 0
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-root", default=None, help="override the spec's output_root")
     p.add_argument("--only", default=None, help="comma-separated step names (and/or 'report') to run")
     p.add_argument("--set", action="append", default=[], help="name=value: override a variable (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print every step's argv, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print every step's argv, write only the report skeleton")
     args = p.parse_args(argv)
     try:
         spec = load_spec(args.spec)

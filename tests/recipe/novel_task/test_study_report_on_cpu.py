@@ -175,3 +175,27 @@ def test_dry_run_skeleton_has_every_section(tmp_path):
 
 
 PAPER = ("grpo", "sft_rollouts", "sft")
+
+
+def test_gpu_spec_composes_and_its_dry_run_writes_the_planned_report(tmp_path):
+    from recipe.novel_task.study import REPO, load_spec
+
+    spec = load_spec(REPO / "recipe/novel_task/config/study.yaml")
+    lines: list[str] = []
+    assert run_study(spec, str(tmp_path), dry_run=True, echo=lines.append) == 0
+    steps = {line.split("]")[0][1:]: line for line in lines if line.startswith("[")}
+    arms = ("grpo", "sft", "sft_rollouts", "sft_matched")  # the size-matched answer-only control is an arm
+    for arm in arms:
+        assert f"{tmp_path}/{arm}/eval" in steps[f"eval_{arm}"]
+        for step in (50, 100, 150):  # intermediate checkpoints on the new and the prior tasks
+            line = steps[f"eval_{arm}_step{step}"]
+            assert f"global_step_{step}/" in line and "jigsaw=" in line and "refcoco=" in line
+    order = list(steps)
+    assert order.index("grpo") < order.index("rollout_guard") < order.index("sft")  # the guard before any SFT arm
+    assert "--answer-only-out" in steps["rollout_data"] and "TOTAL_EPOCHS': '1000'" in steps["sft_matched"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Planned report (dry run)" in text and "Base model `/models/Qwen2.5-VL-7B-Instruct`" in text
+    assert "| sft_matched − grpo |" in text and "(max 3); GRPO training `compute_score`" in text
+    assert (tmp_path / "report" / "learning_curves.png").exists()
+    cpu = load_spec(REPO / "recipe/novel_task/config/study_cpu.yaml")
+    assert cpu["report"]["machinery_check"] is True and cpu["report"]["reward"]["function"] == "compute_dense_score"
