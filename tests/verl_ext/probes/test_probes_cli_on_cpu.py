@@ -60,6 +60,7 @@ def test_cli_writes_probes_with_floor_seeds_colour_rows_and_intervals(tmp_path):
     # trivial rows on every set; the user's set: bright/dark is colour, so mean colour is perfect on it
     assert res["colour mean"]["linear"]["user"]["blocks"]["0"]["test"] == 1.0
     assert "patch colour" in res and res["run"]["sets"]["user"]["classes"] == ["dark", "bright"]
+    assert res["base"]["segmentation"]["blocks"]["1"]["c"] == 1.0  # the C grid asked for (not the 8 x 8 label grid)
     # intervals: each row, DPO − SFT (identical checkpoints here: exactly 0), each model − the colour row
     ci = res["intervals"]["s2-3class"]
     assert ci["dpo-sft"]["value"] == ci["dpo-sft"]["ci_low"] == ci["dpo-sft"]["ci_high"] == 0.0
