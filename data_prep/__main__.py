@@ -18,6 +18,7 @@ from pathlib import Path
 from data_prep import (
     aid,
     easy_vqa,
+    grounding,
     image_folder,
     jigsaw,
     medmnist,
@@ -40,7 +41,7 @@ from data_prep.writer import default_workers
 
 FOLDER_DATASETS = {m.NAME: m for m in (ucm, aid, rsicd, whu_rs19, patternnet, resisc45)}
 # Tasks with their own options and writer (the novel-task study): subcommand -> module with add_arguments/run.
-TASK_MODULES = {"jigsaw": jigsaw, "easy-vqa": easy_vqa, "mcq": multiple_choice}
+TASK_MODULES = {"jigsaw": jigsaw, "easy-vqa": easy_vqa, "mcq": multiple_choice, "grounding": grounding}
 ALIASES = {"whu-rs19": "whu_rs19", "nwpu": "resisc45", "nwpu-resisc45": "resisc45", "uc_merced": "ucm"}
 
 

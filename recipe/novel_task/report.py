@@ -2,8 +2,14 @@
 
 Files written to `out`: report.md, results.json, reward_per_step.png (jigsaw test reward of each method against the
 training step: the base model at step 0, each evaluated checkpoint after; GRPO's training reward from verl's log
-dashed), prior_delta.png (per prior task, each method's accuracy change with its 95 % paired-bootstrap CI),
-new_vs_forgetting.png (new-task exact rate against the mean prior-task change, one point per method).
+dashed, each on its own reward's scale), prior_delta.png (per prior task, each method's accuracy change with its 95 %
+paired-bootstrap CI), new_vs_forgetting.png (new-task exact rate against the mean prior-task change, one point per
+method), learning_curves.png (per arm: new-task exact and each prior task's accuracy at every evaluated checkpoint).
+
+Verdicts come from intervals: an ordering of the arms is stated only where the paired interval of the two arms'
+difference excludes 0 (rows paired by index, resampled within each task, `verl_ext.stats.stratified_paired_delta`);
+otherwise the report says "not resolved at n = ...". Every report names the base model, n per task, the rewards and
+their maxima, and the image-blind baseline of the puzzles (the best constant answer, scored by the real reward).
 """
 
 from __future__ import annotations
@@ -14,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from recipe.common.runs import metric_series
-from verl_ext.evaluation.plots import pyplot, save_figure_atomic
-from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
+from recipe.novel_task.baselines import constant_answer_baseline
+from recipe.novel_task.report_plots import (
+    plot_learning_curves,
+    plot_new_vs_forgetting,
+    plot_prior_delta,
+    plot_reward_per_step,
+)
+from verl_ext import stats
+from verl_ext.evaluation.runner import IDENTITY, write_json_atomic, write_text_atomic
+from verl_ext.jigsaw import max_score
 
 # arXiv 2506.23508, Qwen2.5-VL-7B, change from the base model in points (secondary source: shared/reference).
 PAPER_SOURCE = "arXiv 2506.23508, Qwen2.5-VL-7B (secondary source; change from base, points)"
@@ -27,6 +41,13 @@ PAPER_DELTAS = {
 PAPER_BASE_NOTE = "base model ≈ 0 % exact on 3 × 3 puzzles"
 PAPER_ORDER = ["grpo", "sft_rollouts", "sft"]  # least to most forgetting, by the paper's numbers
 DASH = "–"
+PRIOR_KINDS = ("classification", "grounding")  # forgetting kinds whose `accuracy` Δ enters the mean prior Δ
+# reward functions of verl_ext/jigsaw.py and their maximum for the given weights (dense adds a share in [0, 1])
+REWARD_MAX = {"compute_score": 0.0, "compute_dense_score": 1.0}
+MACHINERY_LINE = (
+    "**A CPU run on a tiny model: it checks the machinery and carries no finding.**"
+    " No difference below has an interval that excludes zero."
+)
 
 
 def _load(path: str | Path | None) -> Any:
@@ -54,11 +75,12 @@ def collect(report: Mapping[str, Any]) -> dict[str, Any]:
     new = str(report.get("new_task", "jigsaw"))
     likelihood = (_load(report.get("likelihood")) or {}).get("datasets", {})
     base = _metrics(report.get("base_eval"), new) or {}
-    rows, prior_tasks = {}, []
+    rows, prior_tasks, prior_n = {}, [], {}
     for name, entry in (report.get("methods") or {}).items():
         forgetting = _load(entry.get("forgetting")) or {}
-        prior = {t: v for t, v in forgetting.items() if v.get("kind") == "classification"}
+        prior = {t: v for t, v in forgetting.items() if v.get("kind") in PRIOR_KINDS}
         prior_tasks += [t for t in prior if t not in prior_tasks]
+        prior_n |= {t: v.get("n", v["accuracy"].get("n")) for t, v in prior.items()}
         deltas = [v["accuracy"]["delta"] for v in prior.values() if v["accuracy"]["delta"] is not None]
         data = likelihood.get(str(entry.get("data", name)), {})
         rows[name] = {
@@ -69,22 +91,121 @@ def collect(report: Mapping[str, Any]) -> dict[str, Any]:
             "train_data_logprob": data.get("mean_token_logprob"),
             "train_data_rows": data.get("n"),
             "curve": _curve(entry, base, new),
+            "exact_curve": _curve(entry, base, new, "exact"),
+            "prior_curves": _prior_curves(entry, report.get("base_eval"), prior_tasks),
             "train_reward": _train_reward(entry),
         }
-    return {"new_task": new, "base": base, "methods": rows, "prior_tasks": prior_tasks}
+    truths = [r["label"] for r in _records(report.get("base_eval"), new)]
+    return {
+        "new_task": new,
+        "base": base,
+        "base_model": str(report.get("base_model") or (base.get("run") or {}).get("model") or DASH),
+        "seeds": [str(x) for x in (report.get("seeds") or [])],
+        "n": {new: base.get("n"), **prior_n},
+        "reward": reward_info(report.get("reward") or {}),
+        "image_blind": constant_answer_baseline(truths),
+        "methods": rows,
+        "prior_tasks": prior_tasks,
+        "pairs": arm_pairs(report, new, prior_tasks),
+        "machinery_check": bool(report.get("machinery_check")),
+        "planned": bool(report.get("planned")),
+    }
 
 
-def _curve(entry: Mapping[str, Any], base: Mapping[str, Any], new: str) -> list[tuple[int, float]]:
-    """(step, mean jigsaw test reward): the base at 0, then `checkpoints` {step: eval_dir}, then the final eval."""
-    points = [(0, base["mean_reward"])] if "mean_reward" in base else []
+def reward_info(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The test reward (the evaluation's `compute_score`, paper weights: max 3) and GRPO's training reward + max.
+
+    `spec`: the report's `reward:` section, {"function": compute_score | compute_dense_score, "weights": {...}}.
+    """
+    function = str(spec.get("function", "compute_score"))
+    if function not in REWARD_MAX:
+        raise ValueError(f"report.reward.function {function!r}: choose from {sorted(REWARD_MAX)}")
+    weights = {k: float(v) for k, v in (spec.get("weights") or {}).items()}
+    unknown = set(weights) - {"hit_weight", "acc_weight", "format_weight"}
+    if unknown:
+        raise ValueError(f"report.reward.weights: unknown {sorted(unknown)} (hit_weight, acc_weight, format_weight)")
+    return {
+        "test": {"function": "compute_score", "definition": "R_hit + R_acc + R_fmt", "max": max_score()},
+        "train": {
+            "function": function,
+            "weights": weights,
+            "definition": "R_hit + R_acc + R_fmt" + (" + digit share" if function == "compute_dense_score" else ""),
+            "max": max_score(**weights) + REWARD_MAX[function],
+        },
+    }
+
+
+def _records(eval_dir: str | Path | None, task: str) -> list[dict[str, Any]]:
+    path = Path(eval_dir) / task / "predictions.jsonl" if eval_dir else None
+    if not path or not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("view", IDENTITY) == IDENTITY]
+
+
+def _row_score(record: Mapping[str, Any]) -> float:
+    """1/0 correct: jigsaw `acc` (exact), grounding `hit` (IoU >= 0.5), else prediction == label."""
+    if "acc" in record:
+        return float(record["acc"])
+    if "iou" in record:
+        return float(record["hit"])
+    return float(record.get("prediction") is not None and record.get("prediction") == record.get("label"))
+
+
+def _row_scores(eval_dir: str | Path | None, task: str) -> dict[Any, float]:
+    return {r["index"]: _row_score(r) for r in _records(eval_dir, task)}
+
+
+def arm_pairs(report: Mapping[str, Any], new: str, prior_tasks: list[str]) -> dict[str, dict[str, Any]]:
+    """For each pair of arms a, b (in the paper's order): paired intervals of b − a on the mean prior accuracy (rows
+    resampled within each task, each task weighs the same) and on the new task's exact rate."""
+    methods = report.get("methods") or {}
+    names = [n for n in PAPER_ORDER if n in methods] + [n for n in methods if n not in PAPER_ORDER]
+    seed = int((report.get("seeds") or [0])[0]) if str((report.get("seeds") or [0])[0]).isdigit() else 0
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            entry = {}
+            for key, tasks in (("prior", prior_tasks), ("new", [new])):
+                strata = []
+                for t in tasks:
+                    sa, sb = _row_scores(methods[a].get("eval"), t), _row_scores(methods[b].get("eval"), t)
+                    common = sorted(set(sa) & set(sb), key=str)
+                    if common:
+                        strata.append(([sa[k] for k in common], [sb[k] for k in common]))
+                entry[key] = stats.stratified_paired_delta(strata, seed=seed) if strata else None
+            out[f"{b}-{a}"] = {"a": a, "b": b, **entry}
+    return out
+
+
+def _curve(
+    entry: Mapping[str, Any], base: Mapping[str, Any], new: str, key: str = "mean_reward"
+) -> list[tuple[int, float]]:
+    """(step, jigsaw test `key`): the base at 0, then `checkpoints` {step: eval_dir}, then the final eval."""
+    points = [(0, base[key])] if key in base else []
     evals = {int(k): v for k, v in (entry.get("checkpoints") or {}).items()}
     if entry.get("eval") and entry.get("step") is not None:
         evals[int(entry["step"])] = entry["eval"]
     for step in sorted(evals):
         m = _metrics(evals[step], new)
         if m:
-            points.append((step, m["mean_reward"]))
+            points.append((step, m[key]))
     return points
+
+
+def _prior_curves(entry: Mapping[str, Any], base_eval: Any, tasks: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """{prior task: [(step, accuracy)]}: the base at 0, each `checkpoints` evaluation, the final one."""
+    evals = {0: base_eval} | {int(k): v for k, v in (entry.get("checkpoints") or {}).items()}
+    if entry.get("eval") and entry.get("step") is not None:
+        evals[int(entry["step"])] = entry["eval"]
+    names = set(tasks) | {p.parent.name for d in evals.values() if d for p in Path(d).glob("*/metrics.json")}
+    out: dict[str, list[tuple[int, float]]] = {}
+    for task in sorted(names):
+        for step in sorted(evals):
+            m = _metrics(evals[step], task)
+            if m and m.get("kind") in PRIOR_KINDS and m.get("accuracy") is not None:
+                out.setdefault(task, []).append((step, float(m["accuracy"])))
+    return out
 
 
 def _train_reward(entry: Mapping[str, Any]) -> list[tuple[int, float]]:
@@ -93,12 +214,72 @@ def _train_reward(entry: Mapping[str, Any]) -> list[tuple[int, float]]:
     return metric_series(path, key) if path else []
 
 
+def _interval(stat: Mapping[str, Any] | None) -> str:
+    if not stat or stat.get("delta") is None or stat["delta"] != stat["delta"]:
+        return DASH
+    return f"{100 * stat['delta']:+.1f} [{100 * stat['ci_low']:+.1f}, {100 * stat['ci_high']:+.1f}]"
+
+
+def significant_differences(results: Mapping[str, Any]) -> list[str]:
+    """Every difference in the report whose 95 % interval excludes 0 (arm vs base per task; arm vs arm)."""
+    found = []
+    for row in results["methods"].values():
+        for task, v in row["prior"].items():
+            acc = v["accuracy"]
+            if acc.get("delta") is not None and stats.separation(acc["ci_low"], acc["ci_high"]):
+                found.append(f"{row['label']} vs base on {task}: Δ accuracy {_ci(acc)} (n = {acc.get('n')})")
+    for pair in results["pairs"].values():
+        for key, what in (("prior", "mean prior accuracy"), ("new", "new-task exact")):
+            d = pair.get(key)
+            if d and d["delta"] == d["delta"] and stats.separation(d["ci_low"], d["ci_high"]):
+                found.append(f"{pair['b']} − {pair['a']} on {what}: {_interval(d)} (n = {d['n']})")
+    return found
+
+
+def header_lines(results: Mapping[str, Any]) -> list[str]:
+    """The first lines: what the run is (a CPU machinery check unless an interval excludes 0), the base model, n per
+    task, the rewards with their maxima, the image-blind baseline."""
+    lines = []
+    seeds = ", ".join(results["seeds"]) or DASH
+    if results["machinery_check"]:
+        found = significant_differences(results)
+        if not found:
+            lines += [MACHINERY_LINE, ""]
+        else:
+            lines += [
+                "**A CPU run on a tiny model: it checks the machinery. Only these differences have a 95 % interval "
+                f"that excludes zero (seeds {seeds}):** " + "; ".join(found) + ".",
+                "",
+            ]
+    lines += ["# Novel task (jigsaw) vs forgetting", ""]
+    if results["planned"]:
+        lines += ["*Planned report (dry run): every number reads – until its step has run.*", ""]
+    n = ", ".join(f"{t} {DASH if k is None else k}" for t, k in results["n"].items())
+    lines += [f"Base model `{results['base_model']}`; seeds {seeds}; n per task (rows, paired across arms): {n}.", ""]
+    test, train = results["reward"]["test"], results["reward"]["train"]
+    lines += [
+        f"Rewards: test `{test['function']}` = {test['definition']} (max {test['max']:g}); GRPO training "
+        f"`{train['function']}` = {train['definition']} (max {train['max']:g}).",
+        "",
+    ]
+    blind = results["image_blind"]
+    if blind:
+        answer = blind["answer"].replace("\n", " / ")
+        lines += [
+            f"Image-blind baseline (one constant answer `{answer}`, the {blind['rule']}, on the base evaluation's "
+            f"{blind['n']} puzzles): exact {_pct(blind['exact'])} %, hit {_pct(blind['hit'])} %, reward "
+            f"{blind['reward']:.2f} of {blind['reward_max']:g}.",
+            "",
+        ]
+    return lines
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     """The report's tables (percentages; Δ with the 95 % paired-bootstrap CI)."""
     tasks, methods, base = results["prior_tasks"], results["methods"], results["base"]
     head = ["method", "new-task exact", "new-task hit", "well-formed"] + [f"Δ {t} [95% CI]" for t in tasks]
     head += ["mean prior Δ", "train-data log-lik/token (base model)"]
-    lines = ["# Novel task (jigsaw) vs forgetting", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = header_lines(results) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base_cells = ["base", _pct(base.get("exact")), _pct(base.get("hit")), _pct(base.get("valid_rate"))]
     lines.append("| " + " | ".join(base_cells + ["0"] * len(tasks) + ["0", DASH]) + " |")
     for row in methods.values():
@@ -108,6 +289,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         lp = row["train_data_logprob"]
         cells += [_pct(row["mean_prior_delta"], signed=True), DASH if lp is None else f"{lp:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Arm against arm (b − a, points; rows paired by index, resampled within each task; 95 % CI):", ""]
+    lines += ["| b − a | mean prior accuracy | new-task exact |", "|---|---|---|"]
+    for pair in results["pairs"].values():
+        lines.append(f"| {pair['b']} − {pair['a']} | {_interval(pair['prior'])} | {_interval(pair['new'])} |")
     lines += ["", "Per prior task: what changed (Δ well-formed rate, Δ teacher-forced accuracy, JS base→trained)", ""]
     lines += [
         "| method | task | Δ accuracy | Δ well-formed | Δ teacher-forced | JS (bits) | reading |",
@@ -117,110 +302,55 @@ def markdown(results: Mapping[str, Any]) -> str:
         for t in tasks:
             v = row["prior"].get(t)
             if v:
-                js = DASH if v["answer_js"] is None else f"{v['answer_js']:.3f}"
-                cells = [row["label"], t, _ci(v["accuracy"]), _ci(v["valid_rate"]), _ci(v["answer_dist_accuracy"])]
-                lines.append("| " + " | ".join([*cells, js, v["reading"]]) + " |")
-    lines += [
-        "",
-        f"Reference rows ({PAPER_SOURCE}; {PAPER_BASE_NOTE}):",
-        "",
-        "| method (paper) | Δ RefCOCO | Δ MMStar |",
-    ]
+                js = DASH if v.get("answer_js") is None else f"{v['answer_js']:.3f}"
+                forced = _ci(v.get("answer_dist_accuracy"))
+                cells = [row["label"], t, _ci(v["accuracy"]), _ci(v.get("valid_rate")), forced]
+                lines.append("| " + " | ".join([*cells, js, v.get("reading", DASH)]) + " |")
+    lines += ["", f"Reference rows ({PAPER_SOURCE}; {PAPER_BASE_NOTE}):", ""]
+    lines.append("| method (paper) | Δ RefCOCO | Δ MMStar |")
     lines.append("|---|---|---|")
     for name, d in PAPER_DELTAS.items():
         label = methods.get(name, {}).get("label", name)
         lines.append(f"| {label} (paper) | {d['RefCOCO']:+.1f} | {d['MMStar']:+.1f} |")
-    ours = [n for n in PAPER_ORDER if n in methods and methods[n]["mean_prior_delta"] is not None]
-    if len(ours) >= 2:
-        lines += ["", ordering_line({n: methods[n]["mean_prior_delta"] for n in ours})]
+    if sum(n in methods for n in PAPER_ORDER) >= 2:
+        lines += ["", ordering_line(results["pairs"], {t: results["n"].get(t) for t in tasks})]
     return "\n".join(lines) + "\n"
 
 
-def ordering_line(mean_deltas: Mapping[str, float]) -> str:
-    """Our arms ranked by mean prior Δ (least forgetting first; "=" for a tie) against the paper's order.
+def ordering_line(pairs: Mapping[str, Mapping[str, Any]], n: Mapping[str, Any]) -> str:
+    """Our arms' forgetting order against the paper's, from paired intervals only.
 
-    The verdict is "same" only when our means strictly decrease along the paper's order, "tied" when two are equal.
+    For each pair of arms next to each other in the paper's order (a forgets less than b), the interval of
+    mean prior accuracy b − a: below 0 agrees, above 0 contradicts, containing 0 is "not resolved".
+
+    Args:
+        pairs: `arm_pairs` output ({"b-a": {"a", "b", "prior": {"delta", "ci_low", "ci_high", "n"}}}).
+        n: {prior task: rows} for the "not resolved at n = ..." text.
     """
-    ranked = sorted(mean_deltas, key=lambda n: -mean_deltas[n])
-    text = ranked[0]
-    for prev, name in zip(ranked, ranked[1:]):
-        text += (" = " if mean_deltas[name] == mean_deltas[prev] else " > ") + name
-    paper = [n for n in PAPER_ORDER if n in mean_deltas]
-    values = [mean_deltas[n] for n in paper]
-    if any(a == b for a, b in zip(values, values[1:])):
-        verdict = "tied: no ordering to compare"
-    elif all(a > b for a, b in zip(values, values[1:])):
+    paper = [m for m in PAPER_ORDER if any(m in (p["a"], p["b"]) for p in pairs.values())]
+    n_text = ", ".join(f"{t} {k}" for t, k in n.items()) or DASH
+    parts, signs = [], []
+    for a, b in zip(paper, paper[1:]):
+        d = (pairs.get(f"{b}-{a}") or {}).get("prior")
+        sign = stats.separation(d["ci_low"], d["ci_high"]) if d and d["delta"] == d["delta"] else 0
+        signs.append(sign)
+        rel = {-1: f"{a} > {b}", 1: f"{b} > {a}", 0: f"{a} ? {b}"}[sign]
+        parts.append(f"{rel} ({_interval(d)})")
+    if any(s > 0 for s in signs):
+        verdict = "different ordering"
+    elif signs and all(s < 0 for s in signs):
         verdict = "same ordering"
     else:
-        verdict = "different ordering"
+        verdict = f"not resolved at n = {n_text} (an interval contains 0)"
     return (
-        f"Ordering by mean prior Δ (least forgetting first): ours {text}; paper {' > '.join(paper)} -> {verdict}. "
+        f"Ordering by mean prior accuracy (least forgetting first; b − a in points, 95 % paired CI): ours "
+        f"{'; '.join(parts)}; paper {' > '.join(paper)} -> {verdict}. "
         "Our prior tasks differ from the paper's, so only the ordering is comparable."
     )
 
 
-def plot_reward_per_step(results: Mapping[str, Any], path: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in results["methods"].values():
-        if row["curve"]:
-            xs, ys = zip(*row["curve"])
-            ax.plot(xs, ys, marker="o", label=f"{row['label']} (jigsaw test)")
-        if row["train_reward"]:
-            xs, ys = zip(*row["train_reward"])
-            ax.plot(xs, ys, linestyle="--", alpha=0.7, label=f"{row['label']} (training rollouts)")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("mean jigsaw reward (max 3)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("jigsaw reward per step")
-    return save_figure_atomic(fig, path)
-
-
-def plot_prior_delta(results: Mapping[str, Any], path: Path) -> Path:
-    import numpy as np
-
-    plt = pyplot()
-    tasks, methods = results["prior_tasks"], list(results["methods"].values())
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) + 2), 4))
-    width = 0.8 / max(1, len(methods))
-    for k, row in enumerate(methods):
-        stats = [(row["prior"].get(t) or {}).get("accuracy") or {} for t in tasks]
-        d = np.array([100 * (s.get("delta") or 0.0) for s in stats])
-        lo = np.array([100 * (s.get("ci_low") or 0.0) for s in stats])
-        hi = np.array([100 * (s.get("ci_high") or 0.0) for s in stats])
-        x = np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width
-        ax.bar(x, d, width=width, yerr=[d - lo, hi - d], capsize=3, label=row["label"])
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(tasks)), labels=tasks)
-    ax.set_ylabel("Δ accuracy vs base (points, 95% CI)")
-    ax.legend(fontsize=7)
-    ax.set_title("prior-task change after training")
-    return save_figure_atomic(fig, path)
-
-
-def plot_new_vs_forgetting(results: Mapping[str, Any], path: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    base = results["base"]
-    if "exact" in base:
-        ax.scatter([0.0], [100 * base["exact"]], marker="s", color="gray")
-        ax.annotate("base", (0.0, 100 * base["exact"]), fontsize=8)
-    for row in results["methods"].values():
-        if row["mean_prior_delta"] is not None and "exact" in row["new_task"]:
-            x, y = 100 * row["mean_prior_delta"], 100 * row["new_task"]["exact"]
-            ax.scatter([x], [y])
-            ax.annotate(row["label"], (x, y), fontsize=8)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("mean prior-task Δ accuracy (points)")
-    ax.set_ylabel("new task: exact (%)")
-    ax.grid(alpha=0.3)
-    ax.set_title("learning the new task vs forgetting")
-    return save_figure_atomic(fig, path)
-
-
 def write_report(report: Mapping[str, Any]) -> dict[str, Path]:
-    """Write every file of the report; returns their paths."""
+    """Write every file of the report (with `planned: true`, the dry run's skeleton); returns their paths."""
     out = Path(report["out"])
     results = collect(report)
     paths = {"results": out / "results.json", "table": out / "report.md"}
@@ -229,4 +359,5 @@ def write_report(report: Mapping[str, Any]) -> dict[str, Path]:
     paths["reward_per_step"] = plot_reward_per_step(results, out / "reward_per_step.png")
     paths["prior_delta"] = plot_prior_delta(results, out / "prior_delta.png")
     paths["new_vs_forgetting"] = plot_new_vs_forgetting(results, out / "new_vs_forgetting.png")
+    paths["learning_curves"] = plot_learning_curves(results, out / "learning_curves.png")
     return paths

@@ -120,11 +120,12 @@ def run_study(
             else:
                 echo(f"[{step.name}] FAILED: {err}")
             return 1
-    if dry_run or (only is not None and "report" not in only):
+    if only is not None and "report" not in only:
         return 0
     from recipe.novel_task.report import write_report
 
-    paths = write_report(Resolver(raw).format_value(dict(spec["report"])))
+    # a dry run writes the planned report's skeleton
+    paths = write_report(Resolver(raw).format_value({**spec["report"], "planned": dry_run}))
     for kind, path in paths.items():
         echo(f"{kind}: {path}")
     return 0
@@ -137,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-root", default=None, help="override the spec's output_root")
     p.add_argument("--only", default=None, help="comma-separated step names (and/or 'report') to run")
     p.add_argument("--set", action="append", default=[], help="name=value: override a variable of vars (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print what would run and why, run nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would run and why, run nothing but the report skeleton"
+    )
     args = p.parse_args(argv)
     try:
         spec = load_spec(args.spec)

@@ -20,6 +20,8 @@ from typing import Any
 
 from verl_ext.evaluation import runner
 from verl_ext.evaluation.backends import EvalBackend, ViewInput
+from verl_ext.evaluation.grounding import PREFIX as GROUNDING_PREFIX
+from verl_ext.evaluation.grounding import evaluate_grounding
 from verl_ext.jigsaw import compute_score as jigsaw_score
 
 JIGSAW_PREFIX = "jigsaw_"
@@ -49,6 +51,8 @@ def task_kind(path: str | Path) -> str:
     import pyarrow.parquet as pq
 
     sources = set(pq.read_table(path, columns=["data_source"]).column("data_source").to_pylist())
+    if sources and all(str(s).startswith(GROUNDING_PREFIX) for s in sources):  # verl_ext/evaluation/grounding.py
+        return "grounding"
     jigsaw = {str(s).startswith(JIGSAW_PREFIX) for s in sources}
     if len(jigsaw) > 1:
         raise ValueError(f"{path} mixes jigsaw and other rows; give them as separate tasks")
@@ -126,14 +130,14 @@ def evaluate_tasks(
         start = time.time()
         total = len(rows) * (1 if kind == "jigsaw" else 2)
         with tqdm(total=total, desc=f"evaluate {name}", disable=not show_progress) as bar:
-            evaluate = evaluate_jigsaw if kind == "jigsaw" else evaluate_classification
+            evaluate = {"jigsaw": evaluate_jigsaw, "grounding": evaluate_grounding}.get(kind, evaluate_classification)
             metrics, records = evaluate(rows, backend, batch_size, progress=bar.update)
         metrics["run"] = {**(run_info or {}), "task": name, "data": str(path), "limit": limit}
         metrics["run"]["seconds"] = round(time.time() - start, 2)
         text = "".join(json.dumps(runner.nan_to_none(r)) + "\n" for r in records)
         runner.write_text_atomic(task_dir / PREDICTIONS, text)
         runner.write_json_atomic(task_dir / METRICS, metrics)
-        headline = "exact" if kind == "jigsaw" else "accuracy"
+        headline = "exact" if kind == "jigsaw" else "accuracy"  # grounding: Acc@0.5
         echo(f"[{name}] {headline} {metrics[headline]:.4f} on {metrics['n']} rows -> {task_dir / METRICS}")
         results[name] = metrics
     return results

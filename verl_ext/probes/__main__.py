@@ -1,11 +1,15 @@
 """CLI: probe the vision encoders of local HF checkpoints (offline); write probes.json, probes.md and PNGs.
 
     python -m verl_ext.probes --model base=ckpt/base --model sft=ckpt/sft --model dpo=ckpt/dpo --out probes/
-        [--probes linear,segmentation,weights,gradmap] [--tasks s2-ndvi4,digits-noisy,s2-3class]
+        [--probes linear,segmentation,weights,gradmap] [--tasks s2-ndvi4,s2-greener-half,digits-noisy,...]
+        [--probe-parquet NAME=data/ucm/train_all.parquet:data/ucm/test.parquet ...]
         [--input-size 224] [--blocks all|last|every:K|i,j] [--limit N] [--gradmap-data rows.parquet]
-        [--device cpu|cuda] [--seed 0] [--random-seed 1234] [--c-grid 0.1,1,10] [--batch-size 32] [--no-progress]
+        [--device cpu|cuda] [--seed 0] [--random-seeds 1234,1235,1236] [--c-grid 0.1,1,10] [--batch-size 32]
+        [--no-progress]
 
-Every table has a `random` row (the base architecture with random weights: the floor) and the base model's row.
+Every table has the random-encoder floor (one row per seed, mean ± std), the trivial colour rows (no encoder) and the
+models' rows, each with a 95 % paired bootstrap interval, and DPO − SFT (when both are given) with its interval.
+`--probe-parquet` adds any data_prep parquet (UCM, AID, a class-folder set) as a linear-probe set.
 A user mistake prints one line on stderr and exits with status 2.
 """
 
@@ -39,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradmap-rows", type=int, default=6, help="rows shown in gradmaps.png")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="splits and probe seed")
-    p.add_argument("--random-seed", type=int, default=1234, help="seed of the random-weight encoder (the floor)")
+    p.add_argument(
+        "--random-seeds", default="1234,1235,1236", help="seeds of the random-weight encoders (the floor), comma list"
+    )
+    p.add_argument(
+        "--probe-parquet", action="append", default=[], help="NAME=PATH[:PATH...] a data_prep parquet as a probe set"
+    )
     p.add_argument("--c-grid", default=None, help="logistic-regression C values, comma list (default 0.1..100)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true")
@@ -65,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --c-grid must be a comma list of numbers, got {args.c_grid!r}", file=sys.stderr)
         return 2
+    try:
+        seeds = [int(s) for s in args.random_seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --random-seeds must be a comma list of integers, got {args.random_seeds!r}", file=sys.stderr)
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         results = run(
@@ -76,18 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             blocks=args.blocks,
             limit=args.limit,
             seed=args.seed,
-            random_seed=args.random_seed,
+            random_seeds=seeds,
             device=device,
             batch_size=args.batch_size,
             gradmap_data=args.gradmap_data,
             gradmap_count=args.gradmap_rows,
             c_grid=grid,
             progress=not args.no_progress,
+            probe_parquets=args.probe_parquet,
         )
     except (ProbeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"probes of {names} (+ random floor) -> {args.out}/probes.json, probes.md")
+    print(f"probes of {names} (+ {len(seeds)} random floors, colour rows) -> {args.out}/probes.json, probes.md")
     return 0 if results else 1
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,15 +21,17 @@ C_GRID = (0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0)
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One probe fit: the chosen C, and the score on val (used to choose) and on test (reported)."""
+    """One probe fit: the chosen C, the score on val (used to choose) and on test (reported), test predictions."""
 
     c: float
     val: float
     test: float
     train: float
+    test_pred: np.ndarray | None = field(default=None, compare=False, repr=False)  # [n_test] (for the intervals)
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """The scores (no predictions)."""
+        return {"c": self.c, "val": self.val, "test": self.test, "train": self.train}
 
 
 def _fits(x: np.ndarray, y: np.ndarray, grid: Sequence[float], seed: int):
@@ -88,11 +90,13 @@ def fit_probe(
         val = score(model.predict(x["val"]), y["val"])
         if val > best_val + 1e-12:  # the model is refitted at the next C: score test and train now
             best_val = val
+            test_pred = model.predict(x["test"])
             best = ProbeResult(
                 c=float(c),
                 val=float(val),
-                test=float(score(model.predict(x["test"]), y["test"])),
+                test=float(score(test_pred, y["test"])),
                 train=float(score(model.predict(x["train"]), y["train"])),
+                test_pred=np.asarray(test_pred, dtype=np.int64),
             )
     return best
 

@@ -24,8 +24,9 @@ def plot_per_block(
         blocks = res[key]["blocks"]
         xs = sorted(int(b) for b in blocks)
         ys = [blocks[b if b in blocks else str(b)]["test"] for b in xs]
-        style = {"linestyle": "--", "color": "grey"} if model == FLOOR else {"marker": "o"}
-        ax.plot(xs, ys, label=model + (" (floor)" if model == FLOOR else ""), **style)
+        floor = model.startswith(FLOOR)
+        style = {"linestyle": "--", "color": "grey", "alpha": 0.6} if floor else {"marker": "o"}
+        ax.plot(xs, ys, label=model + (" (floor)" if floor else ""), **style)
     if chance is not None:
         ax.axhline(chance, linestyle=":", color="black", linewidth=1, label="chance / majority")
     ax.set_xlabel("vision block")

@@ -43,7 +43,8 @@ def linear_probe(
     """Test accuracy per block (C chosen on val), with the majority-class baseline.
 
     Returns:
-        {"task", "majority", "n": {split: count}, "blocks": {block: ProbeResult dict}}.
+        {"task", "majority", "n": {split: count}, "blocks": {block: ProbeResult dict}, "test_pred": the last
+        block's test predictions, "test_true", "test_units": each test image's bootstrap unit}.
     """
     idx = limit_splits(probe_set, limit, seed)
     order = np.concatenate([idx[s] for s in SPLITS])
@@ -51,16 +52,28 @@ def linear_probe(
     feats = block_features(encoder, processor, images, input_size, blocks, mean_pool_normalised, batch_size, progress)
     y = {s: probe_set.labels[idx[s]] for s in SPLITS}
     bounds = np.cumsum([0] + [len(idx[s]) for s in SPLITS])
-    results = {}
+    results, fits = {}, {}
     for b, f in feats.items():
         x = {s: f[bounds[i] : bounds[i + 1]].numpy() for i, s in enumerate(SPLITS)}
-        results[b] = fit_probe(x, y, grid=grid, seed=seed).as_dict()
+        fits[b] = fit_probe(x, y, grid=grid, seed=seed)
+        results[b] = fits[b].as_dict()
     return {
         "task": probe_set.name,
         "majority": majority_baseline(y),
         "n": {s: int(len(idx[s])) for s in SPLITS},
         "blocks": results,
+        "test_pred": fits[max(fits)].test_pred.tolist(),
+        "test_true": y["test"].tolist(),
+        "test_units": probe_set.unit()[idx["test"]].tolist(),
     }
+
+
+def segmentation_keep(n_train_patches: int, seed: int = 0) -> np.ndarray:
+    """Indices of the training patches the segmentation probe fits on (all, or a seeded `MAX_SEG_TRAIN_PATCHES`)."""
+    keep = np.arange(n_train_patches)
+    if len(keep) > MAX_SEG_TRAIN_PATCHES:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_SEG_TRAIN_PATCHES, replace=False))
+    return keep
 
 
 def _patch_normalised(grid: torch.Tensor) -> torch.Tensor:
@@ -82,6 +95,10 @@ def segmentation_probe(
 ) -> dict[str, Any]:
     """Patch-level linear segmentation: test mIoU per block (C chosen on val mIoU), patch accuracy, class shares.
 
+    Returns:
+        {"task", "n", "test_class_share", "blocks", "test_pred" (last block, per test patch), "test_true",
+        "test_units" (each test patch's bootstrap unit: its tile's spatial block)}.
+
     Note:
         At most `MAX_SEG_TRAIN_PATCHES` training patches (seeded subsample); val and test use every patch.
     """
@@ -89,24 +106,31 @@ def segmentation_probe(
     order = np.concatenate([idx[s] for s in SPLITS])
     images = [probe_set.images[i] for i in order]
     feats = block_features(encoder, processor, images, input_size, blocks, _patch_normalised, batch_size, progress)
-    grid = probe_set.labels.shape[1:]
+    label_grid = probe_set.labels.shape[1:]  # (not `grid`: that is the C grid)
     first = next(iter(feats.values()))
-    if tuple(first.shape[1:3]) != tuple(grid):
-        raise ValueError(f"patch grid {tuple(first.shape[1:3])} != label grid {tuple(grid)} (input size mismatch)")
+    if tuple(first.shape[1:3]) != tuple(label_grid):
+        raise ValueError(
+            f"patch grid {tuple(first.shape[1:3])} != label grid {tuple(label_grid)} (input size mismatch)"
+        )
     bounds = np.cumsum([0] + [len(idx[s]) for s in SPLITS])
     y = {s: probe_set.labels[idx[s]].reshape(-1) for s in SPLITS}
-    rng = np.random.default_rng(seed)
-    keep = np.arange(len(y["train"]))
-    if len(keep) > MAX_SEG_TRAIN_PATCHES:
-        keep = np.sort(rng.choice(keep, MAX_SEG_TRAIN_PATCHES, replace=False))
+    keep = segmentation_keep(len(y["train"]), seed)
     y_fit = {"train": y["train"][keep], "val": y["val"], "test": y["test"]}
-    results = {}
+    results, fits = {}, {}
     k = len(probe_set.class_names)
     for b, f in feats.items():
         flat = {s: f[bounds[i] : bounds[i + 1]].reshape(-1, f.shape[-1]).float().numpy() for i, s in enumerate(SPLITS)}
         flat["train"] = flat["train"][keep]
-        results[b] = fit_probe(flat, y_fit, metric="miou", num_classes=k, grid=grid, seed=seed).as_dict()
+        fits[b] = fit_probe(flat, y_fit, metric="miou", num_classes=k, grid=grid, seed=seed)
+        results[b] = fits[b].as_dict()
     shares = {name: float(np.mean(y["test"] == c)) for c, name in enumerate(probe_set.class_names)}
-    return {"task": probe_set.name, "n": {s: int(len(idx[s])) for s in SPLITS}, "test_class_share": shares} | {
-        "blocks": results
+    patches = int(np.prod(label_grid))
+    return {
+        "task": probe_set.name,
+        "n": {s: int(len(idx[s])) for s in SPLITS},
+        "test_class_share": shares,
+        "blocks": results,
+        "test_pred": fits[max(fits)].test_pred.tolist(),
+        "test_true": y["test"].tolist(),
+        "test_units": np.repeat(probe_set.unit()[idx["test"]], patches).tolist(),  # each patch: its tile's block
     }

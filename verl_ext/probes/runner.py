@@ -1,14 +1,15 @@
 """Run the encoder probes on several checkpoints; write probes.json, probes.md and the PNGs.
 
-Rows of every table: `random` (the base architecture with random weights: the floor), then each model in the order
-given (the first, or the one named `base`, is the base the weight changes are measured against).
+Rows of every table: `random`, `random@<seed>` (the base architecture with random weights, one row per seed: the
+floor, summarised as mean ± std), the trivial colour rows (`trivial.py`: no encoder), then each model in the order
+given (the first, or the one named `base`, is the base the weight changes are measured against). Probe sets: the
+built-in ones (`datasets.TASKS`) and any data_prep parquet (`parquet_sets`). Intervals: `summary.py`.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +22,13 @@ from verl_ext.probes import datasets as D
 from verl_ext.probes.features import load_vision_encoder, parse_blocks, random_vision_encoder
 from verl_ext.probes.linear import C_GRID
 from verl_ext.probes.plots import FLOOR, plot_gradmap_grid, plot_per_block, plot_weight_change
-from verl_ext.probes.probes import linear_probe, segmentation_probe
+from verl_ext.probes.probes import limit_splits, linear_probe, segmentation_keep, segmentation_probe
+from verl_ext.probes.summary import NOT_ROWS, floor_summary, markdown, probe_intervals
+from verl_ext.probes.trivial import TRIVIAL_ROWS, trivial_linear, trivial_segmentation
 from verl_ext.probes.weights import relative_change, vision_state
 
 PROBES = ("linear", "segmentation", "gradmap", "weights")
+RANDOM_SEEDS = (1234, 1235, 1236)
 DEFAULT_TARGET = "<think>The image shows {label}.</think><answer>{label}</answer>"
 
 
@@ -64,10 +68,32 @@ def gradmap_rows(path: str, count: int, template: str) -> list[dict[str, Any]]:
     return out
 
 
-def _encoders(models: dict[str, Path], random_seed: int, device: str):
-    """(name, encoder) pairs, one at a time: the random floor first, then every model."""
+def floor_name(k: int, seed: int) -> str:
+    """`random` for the first seed (the row earlier reports name), `random@<seed>` for the others."""
+    return FLOOR if k == 0 else f"{FLOOR}@{seed}"
+
+
+def parquet_sets(specs: Sequence[str], seed: int = 0) -> dict[str, D.ProbeSet]:
+    """`NAME=PATH[:PATH...]` or `PATH` (named after its folder) -> {name: the data_prep parquet(s) as a probe set}."""
+    out = {}
+    for spec in specs:
+        name, sep, paths = spec.partition("=")
+        if not sep:
+            name, paths = Path(spec).parent.name or Path(spec).stem, spec
+        if not name or name in out or name in D.TASKS:
+            raise ProbeError(f"--probe-parquet {spec!r}: give each set a new NAME (NAME=PATH[:PATH...])")
+        try:
+            out[name] = D.parquet_set(name, [p for p in paths.split(":") if p], seed)
+        except (ValueError, OSError) as err:
+            raise ProbeError(str(err)) from err
+    return out
+
+
+def _encoders(models: dict[str, Path], random_seeds: Sequence[int], device: str):
+    """(name, encoder) pairs, one at a time: the random floor (one per seed) first, then every model."""
     base = models[base_name(models)]
-    yield FLOOR, random_vision_encoder(base, seed=random_seed).to(device)
+    for k, seed in enumerate(random_seeds):
+        yield floor_name(k, seed), random_vision_encoder(base, seed=seed).to(device)
     for name, path in models.items():
         yield name, load_vision_encoder(path).to(device)
 
@@ -81,7 +107,7 @@ def run(
     blocks: str = "all",
     limit: int | None = None,
     seed: int = 0,
-    random_seed: int = 1234,
+    random_seeds: Sequence[int] = RANDOM_SEEDS,
     device: str = "cpu",
     batch_size: int = 32,
     gradmap_data: str | None = None,
@@ -89,6 +115,7 @@ def run(
     gradmap_target: str = DEFAULT_TARGET,
     c_grid: Sequence[float] = C_GRID,
     progress: bool = True,
+    probe_parquets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the chosen probes; returns (and writes to `out/probes.json`) the results."""
     from tqdm import tqdm
@@ -103,11 +130,26 @@ def run(
     out = Path(out)
     base = base_name(paths)
     processor = AutoImageProcessor.from_pretrained(paths[base], backend="pil")  # 14x faster on CPU than torchvision
+    if not random_seeds:
+        raise ProbeError("--random-seeds: at least one seed (3 or more for a floor with a spread)")
+    unknown_tasks = sorted(set(tasks) - set(D.TASKS))
+    if unknown_tasks:
+        raise ProbeError(f"--tasks: unknown {unknown_tasks}; choose from {list(D.TASKS)} (or --probe-parquet)")
     sets = {t: D.classification_set(t, seed) for t in (tasks if "linear" in probes else ())}
+    sets |= parquet_sets(probe_parquets, seed) if "linear" in probes else {}
     seg = D.segmentation_scene(input_size, seed) if "segmentation" in probes else None
-    results: dict[str, Any] = {FLOOR: {}, **{n: {} for n in paths}}
+    floors = [floor_name(k, s) for k, s in enumerate(random_seeds)]
+    results: dict[str, Any] = {**{f: {} for f in floors}, **{r: {} for r in TRIVIAL_ROWS}, **{n: {} for n in paths}}
+    for task, probe_set in sets.items():
+        for row, e in trivial_linear(probe_set, limit_splits(probe_set, limit, seed), input_size, c_grid, seed).items():
+            results[row].setdefault("linear", {})[task] = e
+    if seg is not None:
+        idx = limit_splits(seg, limit, seed)
+        keep = segmentation_keep(len(idx["train"]) * int(seg.labels[0].size), seed)
+        results["patch colour"]["segmentation"] = trivial_segmentation(seg, idx, input_size, keep, c_grid, seed)
+    results = {k: v for k, v in results.items() if v or k not in TRIVIAL_ROWS}
     depth = None
-    for name, encoder in _encoders(paths, random_seed, device):
+    for name, encoder in _encoders(paths, random_seeds, device):
         depth = depth or len(encoder.blocks)
         chosen = parse_blocks(blocks, len(encoder.blocks))
         n_images = sum(_count(s, limit) for s in (*sets.values(), *([seg] if seg is not None else [])))
@@ -129,7 +171,7 @@ def run(
     results["run"] = {
         "models": {n: str(p) for n, p in paths.items()},
         "base": base,
-        "random_seed": random_seed,
+        "random_seeds": list(random_seeds),
         "input_size": input_size,
         "blocks": blocks,
         "limit": limit,
@@ -138,6 +180,8 @@ def run(
         "sets": {t: s.info | {"classes": s.class_names} for t, s in sets.items()},
         "segmentation_set": seg.info if seg is not None else None,
     }
+    results["floor"] = floor_summary(results)
+    results["intervals"] = probe_intervals(results, seed)
     write_outputs(results, out)
     return results
 
@@ -160,62 +204,10 @@ def _gradmaps(paths, data, count, template, input_size, device, out) -> dict[str
     return {n: {"loss_mean": sum(m["loss"] for m in v) / len(v)} for n, v in maps.items()} | {"rows": len(rows)}
 
 
-def _cell(value: float, floor: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.3f}" if floor is None else f"{value:.3f} (floor {floor:.3f})"
-
-
-def _last(blocks: dict) -> tuple[str, dict]:
-    key = max(blocks, key=lambda b: int(b))
-    return key, blocks[key]
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The probes table: test score of the last block and the best block per model, the floor beside each."""
-    models = [m for m in results if m not in ("weights", "gradmap", "run")]
-    lines = ["# Encoder probes", ""]
-    floor = results.get(FLOOR, {})
-    for kind, metric in (("linear", "accuracy"), ("segmentation", "mIoU")):
-        entries = {m: results[m].get(kind) for m in models if results[m].get(kind)}
-        if not entries:
-            continue
-        tasks = list(next(iter(entries.values()))) if kind == "linear" else ["s2-segmentation"]
-        lines += [f"## {kind} probe (test {metric}; C chosen on val; floor = random-weight encoder)", ""]
-        lines += ["| model | " + " | ".join(f"{t} last block | {t} best block" for t in tasks) + " |"]
-        lines += ["|---" * (1 + 2 * len(tasks)) + "|"]
-        for m, entry in entries.items():
-            cells = []
-            for t in tasks:
-                res = entry[t] if kind == "linear" else entry
-                ref = (floor.get(kind) or {}).get(t) if kind == "linear" else floor.get(kind)
-                key, last = _last(res["blocks"])
-                best_key = max(res["blocks"], key=lambda b: res["blocks"][b]["val"])
-                f_last = ref["blocks"][key]["test"] if ref and m != FLOOR else None
-                f_best = ref["blocks"][best_key]["test"] if ref and m != FLOOR else None
-                cells.append(_cell(last["test"], f_last))
-                cells.append(f"{_cell(res['blocks'][best_key]['test'], f_best)} [block {best_key}]")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        if kind == "linear":
-            majority = {t: entries[next(iter(entries))][t]["majority"] for t in tasks}
-            lines.append(
-                "| majority class | " + " | ".join(f"{majority[t]:.3f} | {majority[t]:.3f}" for t in tasks) + " |"
-            )
-        lines.append("")
-    if results.get("weights"):
-        lines += ["## relative weight change of the vision encoder vs the base", ""]
-        for m, change in results["weights"].items():
-            blocks = [v for k, v in change.items() if k.startswith("block_")]
-            mean = sum(blocks) / max(1, len(blocks))
-            lines.append(f"- {m}: mean over blocks {mean:.3g}; merger {change.get('merger', float('nan')):.3g}")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     """probes.json (atomic, last), probes.md and the per-block PNGs."""
     out.mkdir(parents=True, exist_ok=True)
-    encoders = {m: r for m, r in results.items() if m not in ("weights", "gradmap", "run")}
+    encoders = {m: r for m, r in results.items() if m not in NOT_ROWS and m not in TRIVIAL_ROWS}
     first = next((r for r in encoders.values() if r.get("linear")), None)
     if first:
         for task, res in first["linear"].items():

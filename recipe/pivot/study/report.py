@@ -1,6 +1,12 @@
 """The study's report: `{out}/report/results.md` and PNGs, from whatever stages have finished.
 
-Tables: the encoder probes (last block, the random-weight floor beside every number, DPO − SFT), the transplanted
+The first line says what the run is: with `vars.machinery_check` (the CPU spec: a tiny model) it states that the run
+checks the machinery and carries no finding, unless a probe difference has a paired interval that excludes zero
+(then that difference, with its n and seeds). With `planned=True` (a dry run) the report is the skeleton of every
+table, with dashes for the numbers.
+
+Tables: the encoder probes (last block, with 95 % paired bootstrap intervals, the random floor as mean ± std over
+seeds, the colour row, DPO − SFT per training seed; `probe_table.py`), the transplanted
 models' test accuracy (base / SFT / DPO encoders under identical projector + LLM training) next to the trained models
 themselves, the DPO run's last-step metrics, and the paper's reference rows. PNGs: probe accuracy per block with the
 floor, segmentation mIoU per block, gradient-map grids (base / SFT / DPO), relative weight change per encoder block
@@ -18,6 +24,7 @@ from typing import Any
 
 from recipe.common.runs import read_metrics
 from recipe.pivot.study.paper import reference_lines
+from recipe.pivot.study.probe_table import load_runs, planned_probe_lines, probe_lines
 from verl_ext.evaluation.plots import pyplot, save_figure_atomic
 from verl_ext.evaluation.runner import write_text_atomic
 from verl_ext.probes.plots import plot_curves
@@ -28,35 +35,6 @@ PROBE_PNGS = ("linear_*.png", "segmentation.png", "gradmaps.png", "weight_change
 
 def _fmt(x: Any) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def probe_lines(probes: Mapping[str, Any]) -> list[str]:
-    """Last-block test scores per probe: floor, base, SFT, DPO, and DPO − SFT."""
-    rows = [m for m in ("random", "base", "sft", "dpo") if m in probes]
-    lines = ["## Encoder probes (test split, last vision block; C chosen on val)", ""]
-    lines += ["| probe | " + " | ".join(("random (floor)" if m == "random" else m) for m in rows) + " | DPO − SFT |"]
-    lines += ["|---" * (len(rows) + 2) + "|"]
-
-    def last(entry: Mapping[str, Any]) -> float:
-        blocks = entry["blocks"]
-        return blocks[max(blocks, key=lambda b: int(b))]["test"]
-
-    tasks = list((probes.get("base") or {}).get("linear") or {})
-    for task in tasks:
-        values = {m: last(probes[m]["linear"][task]) for m in rows}
-        diff = values["dpo"] - values["sft"] if {"dpo", "sft"} <= set(values) else None
-        majority = probes["base"]["linear"][task]["majority"]
-        cells = " | ".join(_fmt(values[m]) for m in rows)
-        lines.append(f"| linear: {task} (accuracy; majority {majority:.3f}) | {cells} | {_fmt(diff)} |")
-    if (probes.get("base") or {}).get("segmentation"):
-        values = {m: last(probes[m]["segmentation"]) for m in rows}
-        diff = values["dpo"] - values["sft"] if {"dpo", "sft"} <= set(values) else None
-        lines.append(
-            "| segmentation: Sentinel-2 water/vegetation/other (mIoU) | "
-            + " | ".join(_fmt(values[m]) for m in rows)
-            + f" | {_fmt(diff)} |"
-        )
-    return lines + [""]
 
 
 def eval_lines(out: Path, encoders: list[str]) -> tuple[list[str], dict[str, float]]:
@@ -92,21 +70,41 @@ def plot_accuracy(acc: Mapping[str, float], path: Path) -> Path:
     return save_figure_atomic(fig, path)
 
 
-def write_report(spec: Mapping[str, Any], out: Path) -> Path:
-    """Write `{out}/report/results.md` (+ PNGs) from the finished stages; returns its path."""
+MACHINERY_LINE = "**A CPU run on a tiny model: it checks the machinery and carries no finding.**"
+PLANNED_TASKS = ["s2-ndvi4", "s2-greener-half", "digits-rot4", "s2-segmentation"]
+
+
+def first_lines(spec: Mapping[str, Any], significant: list[str]) -> list[str]:
+    """The machinery-check statement of a CPU run (or the differences whose interval excludes 0)."""
+    if not spec["vars"].get("machinery_check"):
+        return []
+    if not significant:
+        return [MACHINERY_LINE + " No probe difference has a 95 % interval that excludes zero.", ""]
+    return [
+        "**A CPU run on a tiny model checks the machinery; only these differences have a 95 % interval that "
+        "excludes zero:** " + "; ".join(significant) + ".",
+        "",
+    ]
+
+
+def write_report(spec: Mapping[str, Any], out: Path, planned: bool = False) -> Path:
+    """Write `{out}/report/results.md` (+ PNGs) from the finished stages (`planned`: a dry run's skeleton)."""
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     lines = ["# PIVOT study: DPO vs SFT on the vision encoder", ""]
     v = spec["vars"]
-    lines += [f"Base model `{v['base']}`; train `{v['train']}`; test `{v['test']}`.", ""]
+    seeds = v.get("train_seeds") or [v.get("seed", 0)]
+    lines += [f"Base model `{v['base']}`; train `{v['train']}`; test `{v['test']}`; training seeds {seeds}.", ""]
+    if planned:
+        lines += ["*Planned report (dry run): the tables below fill in as the stages finish.*", ""]
     if v.get("note"):
         lines += [f"**Note:** {v['note']}", ""]
-    probes_json = out / "probes" / "probes.json"
-    if probes_json.exists():
-        lines += probe_lines(json.loads(probes_json.read_text()))
-        for pattern in PROBE_PNGS:
-            for png in (out / "probes").glob(pattern):
-                shutil.copy2(png, report / png.name)
+    runs = {} if planned else load_runs(out)
+    table, significant = probe_lines(runs)
+    lines += table or (planned_probe_lines(PLANNED_TASKS, seeds) if planned else [])
+    for pattern in PROBE_PNGS:
+        for png in (out / "probes").glob(pattern):
+            shutil.copy2(png, report / png.name)
     table, acc = eval_lines(out, list(spec.get("encoders") or []))
     lines += table
     if acc:
@@ -121,5 +119,5 @@ def write_report(spec: Mapping[str, Any], out: Path) -> Path:
     pngs = sorted(p.name for p in report.glob("*.png"))
     lines += ["## Pictures", ""] + [f"![{name}]({name})" for name in pngs] + [""]
     path = report / "results.md"
-    write_text_atomic(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(first_lines(spec, significant) + lines))
     return path
