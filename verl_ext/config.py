@@ -5,6 +5,7 @@ own top-level namespace. `recipe/domain_grpo/config/domain_grpo_trainer.yaml` mi
 
     domain:
       constraint: {enable, weight, divergence, estimator, target, scope, loss_agg_mode, chunk_tokens}  # DC (3)
+                  (+ detach_transformed, a deprecated alias of target=transformed)
       shaping:    {enable, divergence, estimator, level, scope, base_estimator}                        # DR (5)
       transforms: {names, mode, seed, modules, params}
       validation: {enable, max_rows}          # invariance metrics in verl's validation (val-domain/...)
