@@ -39,6 +39,7 @@ def test_task_runner_hands_verls_own_run_the_hooked_mode(monkeypatch: pytest.Mon
         "actor_rollout_ref.model.path=/m",
         "trainer.v1.trainer_mode=colocate_async",
         "domain_recipe.actor_rollout_ref_worker=verl.experimental.separation.engine_workers.DetachActorWorker",
+        "domain_recipe.deterministic=false",  # the worker hook alone (the dispatch-order wrapper: test_reproducible)
     )
     runner = object.__new__(runner_cls)
     runner_cls.run(runner, config)

@@ -75,6 +75,8 @@ def test_final_hf_link_follows_verls_marker(tmp_path: Path) -> None:
     assert link_final_hf(tmp_path) is None
     (tmp_path / "global_step_7" / "huggingface").mkdir(parents=True)
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("7\n")
+    assert link_final_hf(tmp_path) is None  # an interrupted save (no config.json) is no checkpoint
+    (tmp_path / "global_step_7" / "huggingface" / "config.json").write_text("{}")
     link = link_final_hf(tmp_path)
     assert link == tmp_path / "final_hf" and link.resolve() == (tmp_path / "global_step_7" / "huggingface").resolve()
     assert link_final_hf(tmp_path) == link  # a rerun replaces the link

@@ -192,7 +192,7 @@ def test_gpu_spec_composes_and_its_dry_run_writes_the_planned_report(tmp_path):
             assert f"global_step_{step}/" in line and "jigsaw=" in line and "refcoco=" in line
     order = list(steps)
     assert order.index("grpo") < order.index("rollout_guard") < order.index("sft")  # the guard before any SFT arm
-    assert "--answer-only-out" in steps["rollout_data"] and "TOTAL_EPOCHS': '1000'" in steps["sft_matched"]
+    assert "--answer-only-out" in steps["rollout_data"] and "TOTAL_EPOCHS=1000" in steps["sft_matched"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Planned report (dry run)" in text and "Base model `/models/Qwen2.5-VL-7B-Instruct`" in text
     assert "| sft_matched − grpo |" in text and "(max 3); GRPO training `compute_score`" in text

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from pivot_helpers import REPO, dpo_config, script_argv, write_pairs
+from pivot_helpers import REPO, dpo_config, script_argv, tiny_model, write_pairs
 
 from recipe.pivot.sft import train_command
 from recipe.pivot.startup import validate_dpo_run
@@ -32,7 +32,9 @@ def test_gpu_spec_dpo_stage_has_the_papers_settings_and_validates(tmp_path):
     spec, stages = _stages("qwen25vl_3b.yaml", tmp_path)
     assert len(spec["vars"]["train_seeds"]) >= 3
     env, extra = _env_and_args(stages["dpo"])
-    env["TRAIN_FILES"] = write_pairs(tmp_path / "pairs.parquet", [("a", "b")])
+    # start-up counts the rows with verl's dataset and the model's tokenizer: a real (tiny) model, one batch of rows
+    env["TRAIN_FILES"] = write_pairs(tmp_path / "pairs.parquet", [("a", "b")] * 256)
+    env["MODEL_PATH"] = str(tiny_model())
     argv = script_argv("run_pivot_dpo.sh", tmp_path, env, *extra)
     config = dpo_config(argv[2:])
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
