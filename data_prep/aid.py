@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.folders import build_folder_index
 from data_prep.pipeline import DatasetIndex
 from data_prep.report import Report
@@ -9,11 +10,7 @@ from data_prep.report import Report
 NAME = "aid"
 ARCHIVES = ("AID.zip",)
 # folder names (CamelCase), sorted; RSICD's class lists use the same spelling
-CLASS_NAMES = tuple(
-    """Airport BareLand BaseballField Beach Bridge Center Church Commercial DenseResidential Desert Farmland Forest
-    Industrial Meadow MediumResidential Mountain Park Parking Playground Pond Port RailwayStation Resort River School
-    SparseResidential Square Stadium StorageTanks Viaduct""".split()
-)
+CLASS_NAMES = CLASS_TABLES[NAME]
 
 
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:

@@ -12,6 +12,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.pipeline import DatasetIndex, Item
 from data_prep.report import DataPrepError, Report
 from data_prep.source import Source, base_name, is_image_name, read_text
@@ -89,13 +90,6 @@ def class_folder_names(source: Source, root: str) -> list[str]:
     return sorted(names)
 
 
-def _known_class_tables() -> dict[str, Sequence[str]]:
-    """{subcommand: class names} of the folder datasets (imported here: those modules import this one)."""
-    from data_prep import aid, patternnet, resisc45, ucm, whu_rs19
-
-    return {m.NAME: m.CLASS_NAMES for m in (ucm, aid, whu_rs19, patternnet, resisc45)}
-
-
 def check_dataset_matches(source: Source, root: str, dataset: str, class_names: Sequence[str]) -> None:
     """Refuse a class root whose folders are another dataset's (an NWPU-RESISC45 tree given to `ucm`: 18 of its 45
     folder names fold onto UCM classes) or mostly no class of `dataset`, naming the dataset it looks like.
@@ -113,7 +107,7 @@ def check_dataset_matches(source: Source, root: str, dataset: str, class_names: 
         return len(folded & {fold(c) for c in names})
 
     mine = hits(class_names)
-    others = sorted(((hits(n), name) for name, n in _known_class_tables().items() if name != dataset), reverse=True)
+    others = sorted(((hits(n), name) for name, n in CLASS_TABLES.items() if name != dataset), reverse=True)
     where = f"class root {source.root / root if root else source.root}"
     if others and others[0][0] > mine:
         score, like = others[0]

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.folders import build_folder_index
 from data_prep.pipeline import DatasetIndex
 from data_prep.report import Report
 
 NAME = "patternnet"
 ARCHIVES = ("PatternNet.zip",)
-CLASS_NAMES = tuple(
-    """airplane baseball_field basketball_court beach bridge cemetery chaparral christmas_tree_farm closed_road
-    coastal_mansion crosswalk dense_residential ferry_terminal football_field forest freeway golf_course harbor
-    intersection mobile_home_park nursing_home oil_gas_field oil_well overpass parking_lot parking_space railway river
-    runway runway_marking shipping_yard solar_panel sparse_residential storage_tank swimming_pool tennis_court
-    transformer_station wastewater_treatment_plant""".split()
-)
+CLASS_NAMES = CLASS_TABLES[NAME]
 
 
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:

@@ -6,6 +6,7 @@ directly. Splits: torchgeo/VTAB `resisc45-{train,val,test}.txt` when found under
 
 from __future__ import annotations
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.folders import build_folder_index
 from data_prep.pipeline import DatasetIndex
 from data_prep.report import Report
@@ -13,13 +14,7 @@ from data_prep.report import Report
 NAME = "resisc45"
 ARCHIVES = ("NWPU-RESISC45.zip",)
 SPLIT_FILES = {"train": "resisc45-train.txt", "val": "resisc45-val.txt", "test": "resisc45-test.txt"}
-CLASS_NAMES = tuple(
-    """airplane airport baseball_diamond basketball_court beach bridge chaparral church circular_farmland cloud
-    commercial_area dense_residential desert forest freeway golf_course ground_track_field harbor industrial_area
-    intersection island lake meadow medium_residential mobile_home_park mountain overpass palace parking_lot railway
-    railway_station rectangular_farmland river roundabout runway sea_ice ship snowberg sparse_residential stadium
-    storage_tank tennis_court terrace thermal_power_station wetland""".split()
-)
+CLASS_NAMES = CLASS_TABLES[NAME]
 
 
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:

@@ -6,6 +6,7 @@ Splits: torchgeo/VTAB `uc_merced-{train,val,test}.txt` when found under --root, 
 
 from __future__ import annotations
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.folders import build_folder_index
 from data_prep.pipeline import DatasetIndex
 from data_prep.report import Report
@@ -14,29 +15,7 @@ NAME = "ucm"
 ARCHIVES = ("UCMerced_LandUse.zip",)
 SPLIT_FILES = {"train": "uc_merced-train.txt", "val": "uc_merced-val.txt", "test": "uc_merced-test.txt"}
 # folder names, sorted (torchgeo / ImageFolder index order)
-CLASS_NAMES = (
-    "agricultural",
-    "airplane",
-    "baseballdiamond",
-    "beach",
-    "buildings",
-    "chaparral",
-    "denseresidential",
-    "forest",
-    "freeway",
-    "golfcourse",
-    "harbor",
-    "intersection",
-    "mediumresidential",
-    "mobilehomepark",
-    "overpass",
-    "parkinglot",
-    "river",
-    "runway",
-    "sparseresidential",
-    "storagetanks",
-    "tenniscourt",
-)
+CLASS_NAMES = CLASS_TABLES[NAME]
 
 
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:

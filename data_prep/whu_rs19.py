@@ -7,18 +7,14 @@ ImageFolder order): the camelCase `footballField` and `railwayStation` come last
 
 from __future__ import annotations
 
+from data_prep.class_tables import CLASS_TABLES
 from data_prep.folders import build_folder_index
 from data_prep.pipeline import DatasetIndex
 from data_prep.report import Report
 
 NAME = "whu_rs19"
 ARCHIVES = ("WHU-RS19.zip",)
-CLASS_NAMES = tuple(
-    sorted(
-        """Airport Beach Bridge Commercial Desert Farmland footballField Forest Industrial Meadow Mountain Park Parking
-        Pond Port railwayStation Residential River Viaduct""".split()
-    )
-)
+CLASS_NAMES = CLASS_TABLES[NAME]
 
 
 def build_index(root: str, report: Report, use_split_files: bool = True) -> DatasetIndex:

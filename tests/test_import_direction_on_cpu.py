@@ -24,12 +24,7 @@ CPU_ONLY = ("recipe.domain_grpo.demo", "recipe.domain_grpo.demo_pipeline", "reci
 # The one switch to the CPU stand-in: the SFT launcher's `cpu=True` branch (a lazy import, never on the GPU path).
 CPU_SWITCH = {("recipe.common.sft", "verl_ext.cpu.sft")}
 # Violations another part of issue 16 removes (each must still be one: a fixed entry is removed from this list).
-PENDING = {
-    ("private", "recipe.novel_task.study", "recipe.domain_grpo.experiments.matrix._launch"),  # -> recipe/common/steps
-    ("private", "recipe.novel_task.study", "recipe.domain_grpo.experiments.matrix._Resolver"),
-    ("private", "recipe.pivot.study.runner", "recipe.domain_grpo.experiments.matrix._launch"),
-    ("circle", "recipe.domain_grpo.trainer", "recipe.domain_grpo.validation"),  # shared key names in one module
-}
+PENDING: set[tuple[str, str, str]] = set()  # known wrong-way imports still to fix (none)
 
 
 def module_name(path: Path, root: Path = REPO) -> str:

@@ -1,5 +1,5 @@
 """The recipes' Ray TaskRunner: verl's ``TaskRunnerV1``, whose own ``run`` builds the trainer mode with the worker
-hook (``recipe.common.entry.resolve_trainer_cls``). Imported lazily by ``entry.task_runner_class`` (importing
+hook (``recipe.common.worker_hook.resolve_trainer_cls``). Imported lazily by ``entry.task_runner_class`` (importing
 ``verl.trainer.main_ppo`` resolves verl's device platform, after the plugin env vars are exported); a module-level
 class, so Ray pickles it by reference and ``run`` changes the real ``TRAINER_REGISTRY`` of the actor's process.
 """
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from verl.trainer.main_ppo import TaskRunnerV1
 from verl.trainer.ppo.v1 import trainer_base
 
-from recipe.common.entry import resolve_trainer_cls
+from recipe.common.worker_hook import resolve_trainer_cls
 
 
 class RecipeTaskRunner(TaskRunnerV1.__ray_actor_class__):

@@ -111,7 +111,7 @@ def compare_task(
     if pairs and "iou" in pairs[0][0]:  # grounding records: Acc@0.5 and IoU (verl_ext/evaluation/grounding.py)
         from verl_ext.evaluation.grounding import compare_grounding
 
-        return compare_grounding(pairs, seed, n_boot)
+        return compare_grounding(pairs, paired_bootstrap, seed, n_boot)
     if pairs and "acc" in pairs[0][0]:  # jigsaw records: exact and hit
         exact = paired_bootstrap([b["acc"] for b, _ in pairs], [t["acc"] for _, t in pairs], n_boot, seed)
         hit = paired_bootstrap([b["hit"] for b, _ in pairs], [t["hit"] for _, t in pairs], n_boot, seed)

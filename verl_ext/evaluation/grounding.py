@@ -84,9 +84,17 @@ def evaluate_grounding(
     return metrics | {"valid_rate": mean("answer_valid")}, records
 
 
-def compare_grounding(pairs: Sequence[tuple[Mapping, Mapping]], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """Base vs trained records of the same rows: Δ Acc@0.5 (`accuracy`), Δ valid rate, Δ mean IoU, paired CIs."""
-    from verl_ext.evaluation.forgetting import paired_bootstrap
+def compare_grounding(
+    pairs: Sequence[tuple[Mapping, Mapping]],
+    paired_bootstrap: Callable[..., dict[str, float]],
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """Base vs trained records of the same rows: Δ Acc@0.5 (`accuracy`), Δ valid rate, Δ mean IoU, paired CIs.
+
+    `paired_bootstrap(base, trained, n_boot, seed)` is the harness's paired interval (`forgetting.paired_bootstrap`,
+    passed in: this module is imported by `tasks`, which `forgetting` imports).
+    """
 
     def delta(key: str) -> dict[str, float]:
         return paired_bootstrap([b[key] for b, _ in pairs], [t[key] for _, t in pairs], n_boot, seed)
