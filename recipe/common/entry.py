@@ -90,10 +90,17 @@ def task_runner_class() -> Any:
     return RemoteRecipeTaskRunner
 
 
-def run(config: DictConfig, validate: Callable[[DictConfig], Any]) -> None:
+def run(
+    config: DictConfig, validate: Callable[[DictConfig], Any], required_verl: str | os.PathLike | None = None
+) -> None:
     """Export the plugin env, check ``config`` (``validate``: the recipe's own checks, first, so a mistake in the
     recipe's keys gets the recipe's message; then verl's, as ``verl.trainer.main_ppo.main`` does) and run verl's
-    driver with the recipe TaskRunner."""
+    driver with the recipe TaskRunner. ``required_verl``: the recipe's ``REQUIRED_VERL.txt``; a run on another verl
+    version warns once, naming the tested one (``verl_ext.verl_version.warn_if_untested_verl``)."""
+    if required_verl is not None:
+        from verl_ext.verl_version import warn_if_untested_verl
+
+        warn_if_untested_verl(required_verl)
     export_plugin_env(config)
 
     from verl.trainer.main_ppo import run_ppo

@@ -15,10 +15,15 @@ plumbing keys live in ``domain_recipe:``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from recipe.common.entry import run
+
+# the verl this recipe was tested with: a run on another version warns once at start-up
+REQUIRED_VERL = Path(__file__).with_name("REQUIRED_VERL.txt")
 
 
 def validate(config: DictConfig) -> None:
@@ -31,7 +36,7 @@ def validate(config: DictConfig) -> None:
 @hydra.main(config_path="config", config_name="domain_grpo_trainer", version_base=None)
 def main(config: DictConfig) -> None:
     """Hydra entry point (``python -m recipe.domain_grpo.main_domain_grpo``)."""
-    run(config, validate)
+    run(config, validate, REQUIRED_VERL)
 
 
 if __name__ == "__main__":

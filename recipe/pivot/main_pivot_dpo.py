@@ -13,11 +13,15 @@ documented there (`domain_recipe.actor_rollout_ref_worker`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from recipe.common.entry import run
+
+# the verl this recipe was tested with: a run on another version warns once at start-up
+REQUIRED_VERL = Path(__file__).with_name("REQUIRED_VERL.txt")
 
 
 def validate(config: DictConfig) -> None:
@@ -33,7 +37,7 @@ def main(config: DictConfig) -> None:
     from verl_ext.dpo import DPOConfigError
 
     try:
-        run(config, validate)
+        run(config, validate, REQUIRED_VERL)
     except DPOConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

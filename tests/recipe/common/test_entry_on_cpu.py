@@ -87,3 +87,22 @@ def test_run_checks_the_recipe_first_then_verl_before_ray(monkeypatch: pytest.Mo
     assert calls[-1] == "run_ppo"
     with pytest.raises(ValueError, match="trainer.use_v1=true"):
         entry.run(_compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/m", "trainer.use_v1=false"), print)
+
+
+def test_run_warns_once_when_the_installed_verl_is_not_the_tested_one(tmp_path, caplog) -> None:
+    """`run(..., required_verl)` names the tested verl before anything starts (here: validation stops the run)."""
+    from recipe.common.entry import run
+
+    required = tmp_path / "REQUIRED_VERL.txt"
+    required.write_text("VERL_VERSION=0.0.1\nVERL_COMMIT=\n")
+    config = _compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/m")
+
+    class Stop(Exception):
+        pass
+
+    def validate(_config):
+        raise Stop
+
+    with caplog.at_level("WARNING"), pytest.raises(Stop):
+        run(config, validate, required)
+    assert "0.0.1" in caplog.text
