@@ -10,6 +10,7 @@ each token formatted, `recipe.common.templates.build_argv`). Stages, in order:
 | sft_rows | pairs_file, sft_file | {sft_file} |
 | sft, dpo | model (= base), ckpt | the last checkpoint's HF weights under {ckpt} |
 | probes | sft_model, dpo_model, probes_dir | {probes_dir}/probes.json |
+| dpo_seed<k>, sft_seed<k>, probes_seed<k> | as above, seed = k | the same under {out}/seed_<k>/ |
 | transplant_<e> | encoder, encoder_model, transplant_dir | {transplant_dir}/transplant.json |
 | stage1_<e>, stage2_<e> | model, ckpt | HF weights under {ckpt} |
 | eval_<name> | model, eval_dir, name | {eval_dir}/metrics.json |
@@ -20,7 +21,8 @@ through `recipe.common.steps`: a finished stage writes `{out}/stages/<stage>.jso
 command (argv, env) and the inputs it names (data, base model, the checkpoints of earlier stages) are unchanged and its
 output exists; otherwise it reruns, saying why, from an emptied {ckpt} (kept when the last run was interrupted with
 the same command and inputs: verl resumes). `--set` takes only names under `vars`. The report (`{out}/report`) is
-rebuilt at every run (unless `--only` leaves it out).
+rebuilt at every run (unless `--only` leaves it out); a dry run writes its planned skeleton. Each training seed of
+`vars.train_seeds` after the first adds the `<stage>_seed<k>` stages (`seed_stages`).
 """
 
 from __future__ import annotations
@@ -139,11 +141,43 @@ def plan(spec: Mapping[str, Any]) -> list[Stage]:
         evaluated[f"pivot_{enc}"] = (lambda c2=c2: model_of(c2), [f"stage2_{enc}"])
     probes = stage("probes", "probes", lambda: (out / "probes" / "probes.json").exists(), ["sft", "dpo"])
     stages.append(_lazy(probes, {"sft_model": models["sft"], "dpo_model": models["dpo"]}))
+    stages += seed_stages(v, out, stage, trained, model_of, pairs_dep)
     for name, (model, deps) in evaluated.items():
         edir = str(out / "eval" / name)
         e = stage(f"eval_{name}", "eval", lambda edir=edir: (Path(edir) / "metrics.json").exists(), deps)
         e.variables |= {"eval_dir": edir, "name": name, "ckpt": edir}
         stages.append(_lazy(e, {"model": model}))
+    return stages
+
+
+def seed_stages(
+    v: Mapping[str, Any],
+    out: Path,
+    stage: Callable[..., Stage],
+    trained: Callable[[str], Callable[[], bool]],
+    model_of: Callable[[str], str],
+    pairs_dep: list[str],
+) -> list[Stage]:
+    """`dpo_seed<k>`, `sft_seed<k>`, `probes_seed<k>` for each training seed after the first of `vars.train_seeds`.
+
+    The first seed's stages are the plain `sft` / `dpo` / `probes` (folders `{out}/sft`, ...); seed k trains both arms
+    again from the same pairs with `{seed}` = k into `{out}/seed_<k>/` and probes them there, which the report reads as
+    one row per seed (DPO − SFT per seed, mean ± std). Transplant and evaluation use the first seed's encoders.
+    """
+    seeds = [int(k) for k in (v.get("train_seeds") or [v.get("seed", 0)])]
+    if len(set(seeds)) != len(seeds):
+        raise StudyError(f"vars.train_seeds={seeds} repeats a seed")
+    stages = []
+    for k in seeds[1:]:
+        where = out / f"seed_{k}"
+        sft, dpo, probes_dir = str(where / "sft"), str(where / "dpo"), str(where / "probes")
+        stages.append(stage(f"dpo_seed{k}", "dpo", trained(dpo), pairs_dep, model=v["base"], ckpt=dpo, seed=k))
+        stages.append(stage(f"sft_seed{k}", "sft", trained(sft), ["sft_rows"], model=v["base"], ckpt=sft, seed=k))
+        done = lambda d=probes_dir: (Path(d) / "probes.json").exists()  # noqa: E731
+        deps = [f"sft_seed{k}", f"dpo_seed{k}"]
+        probes = stage(f"probes_seed{k}", "probes", done, deps, probes_dir=probes_dir, ckpt=probes_dir, seed=k)
+        lazy = {"sft_model": lambda c=sft: model_of(c), "dpo_model": lambda c=dpo: model_of(c)}
+        stages.append(_lazy(probes, lazy))
     return stages
 
 
@@ -213,6 +247,8 @@ def run(
         for stage in stages:
             if stage.name not in status:
                 status[stage.name] = runner.run(stage_step(stage, out))
+        if only is None or "report" in only:
+            write_report(spec, out, planned=True)  # the planned report's skeleton
         return status
     pending, running, failed = [s for s in stages if s.name not in status], {}, None
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

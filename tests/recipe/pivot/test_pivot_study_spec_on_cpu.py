@@ -83,3 +83,17 @@ def test_probe_stages_use_floor_seeds_the_layout_sets_and_no_limit(tmp_path):
         "--limit" not in cpu["probes"] and len(cpu["probes"][cpu["probes"].index("--random-seeds") + 1].split(",")) >= 3
     )
     assert cpu_spec["vars"]["machinery_check"] is True
+
+
+def test_gpu_spec_plans_every_training_seed_and_a_dry_run_writes_the_skeleton(tmp_path):
+    from recipe.pivot.study.runner import run
+
+    spec = load_spec(REPO / "recipe/pivot/study/qwen25vl_3b.yaml", {**SETS, "out": str(tmp_path / "out")})
+    names = [s.name for s in plan(spec)]
+    for k in spec["vars"]["train_seeds"][1:]:  # the first seed is sft/dpo/probes themselves
+        assert {f"sft_seed{k}", f"dpo_seed{k}", f"probes_seed{k}"} <= set(names)
+    seeded = {s.name: s for s in plan(spec)}
+    argv, env = stage_argv(seeded[f"dpo_seed{spec['vars']['train_seeds'][1]}"])
+    assert f"/seed_{spec['vars']['train_seeds'][1]}/dpo" in " ".join(argv)
+    run(spec, dry_run=True, echo=lambda _: None)
+    assert (tmp_path / "out" / "report").is_dir()
