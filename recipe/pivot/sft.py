@@ -29,7 +29,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from recipe.common.sft import link_final_hf, model_problem, sft_command
+from recipe.common.sft import cpu_sft_command, link_final_hf, model_problem, sft_command
 
 __all__ = ["STAGES", "link_final_hf", "sft_rows", "stage_overrides", "train_command"]
 
@@ -78,7 +78,7 @@ def train_command(
     """argv and environment of one SFT run (no shell): the recipes' launcher with the stage's freeze overrides."""
     freeze = stage_overrides(stage)
     if cpu:
-        return sft_command(train, model, out, [*freeze, *overrides], steps=steps or 2, cpu=True)
+        return cpu_sft_command(train, model, out, steps or 2, [*freeze, *overrides])  # the tiny runs' sizes
     node_rank, master = os.environ.get("NODE_RANK"), os.environ.get("MASTER_ADDR")
     port = os.environ.get("MASTER_PORT")
     return sft_command(
