@@ -29,7 +29,6 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 
 from recipe.domain_grpo.augment import (
     AUGMENT_TRANSFORM_KEY,
-    DOMAIN_VIEW_KEY,
     OC_RESPONSE_KEY,
     OC_TRANSFORM_KEY,
     candidate_transforms,
@@ -39,12 +38,11 @@ from recipe.domain_grpo.augment import (
     rollout_seed_from_config,
     transform_images,
 )
+from recipe.domain_grpo.keys import VAL_VIEW_FIELD, VIEW_KEY
 from verl_ext.config import DomainConfig
 from verl_ext.transforms import draw_seed
 
 AGENT_NAME = "domain_single_turn_agent"
-VAL_VIEW_FIELD = "domain_val_view"  # = validation.VIEW_FIELD
-VIEW_KEY = DOMAIN_VIEW_KEY
 
 
 def sample_key(kwargs: dict[str, Any], purpose: str, per_response: bool = True) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from recipe.domain_grpo.keys import VIEW_KEY
 from verl_ext.config_values import check_field_values
 from verl_ext.transforms import apply_transform, draw_transform
 
@@ -40,7 +41,7 @@ OC_TRANSFORM_KEY = "oc_transform"
 AUGMENT_TRANSFORM_KEY = "augment_transform"
 OC_REWARD_FILE = "oc_reward.py"
 TRAINING_SPLIT = "train"
-DOMAIN_VIEW_KEY = "domain_view"  # = agent_loop.VIEW_KEY = micro_batch.VIEW_KEY: the sample's DC/DR view specs
+DOMAIN_VIEW_KEY = VIEW_KEY  # extra_fields["domain_view"]: the sample's DC/DR view specs (keys.py)
 
 
 class AgentExtrasConfigError(ValueError):

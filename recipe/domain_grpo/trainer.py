@@ -73,6 +73,19 @@ def empty_scope_count(scope: Any, transform_masks: torch.Tensor) -> dict[str, in
     return {"domain/empty_scope_count": int(((in_scope == 0) & (transform_masks.reshape(-1) != 0)).sum())}
 
 
+def samples_without_view(transform_masks: torch.Tensor, tags: Sequence[dict] = ()) -> dict[str, int]:
+    """`domain/samples_without_view`: training samples of the step with no transformed view built (held-out split by
+    `recipe.domain_grpo.augment.is_training_split`, or no image), whose D_i is 0 and whose DC term is 0.
+
+    Args:
+        transform_masks: `[batch]` the worker's bit masks (0: no view built).
+        tags: `[batch]` verl's per-sample tags; samples tagged `is_padding` are not counted. Empty: none is.
+    """
+    masks = transform_masks.reshape(-1)  # [batch]
+    padding = torch.tensor([bool(t.get("is_padding", False)) for t in tags] or [False] * masks.numel())  # [batch]
+    return {"domain/samples_without_view": int(((masks == 0) & ~padding).sum())}
+
+
 def prepare_algorithm_config(config: DictConfig) -> None:
     """Start-up: check `domain.shaping.base_estimator` against verl's registry; on a patched verl, set verl's key.
 
@@ -128,6 +141,7 @@ class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
             metrics.update(consistency_metrics(consistency))
             metrics.update(transform_counts(data[TRANSFORM_MASK_FIELD], domain.transforms.names))
             metrics.update(empty_scope_count(data[SCOPE_FIELD], data[TRANSFORM_MASK_FIELD]))
+            metrics.update(samples_without_view(data[TRANSFORM_MASK_FIELD], list(getattr(batch, "tags", None) or [])))
         if verl_has_domain_grpo():  # verl's own compute_advantage hands D_i to verl's own domain_grpo
             if is_domain_grpo:
                 if consistency is None:  # shaping off: D ≡ 0, the base estimator's advantages bit for bit

@@ -8,9 +8,8 @@ from pathlib import Path
 from recipe.domain_grpo import keys
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "domain_grpo"
-# The modules that read or write these names. (agent_loop.py, owned elsewhere, still spells domain_view and
-# domain_val_view itself; it should import them from keys.py too.)
-USERS = ("worker.py", "trainer.py", "validation.py", "micro_batch.py")
+# The modules that read or write these names.
+USERS = ("worker.py", "trainer.py", "validation.py", "micro_batch.py", "agent_loop.py", "augment.py")
 
 
 def test_no_user_spells_a_shared_name_itself():

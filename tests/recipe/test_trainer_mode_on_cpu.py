@@ -227,3 +227,14 @@ def test_keeps_verls_sync_semantics():
     trainer = object.__new__(trainer_mod.DomainGRPOTrainer)
     trainer.trainer_mode = "domain_grpo"  # what PPOTrainer.__init__ assigns
     assert trainer.trainer_mode == "sync"
+
+
+def test_samples_without_view_counts_mask_zero_and_skips_padding():
+    import torch
+
+    from recipe.domain_grpo.trainer import samples_without_view
+
+    masks = torch.tensor([1, 0, 4, 0, 0])  # samples 1, 3, 4 got no view
+    tags = [{}, {}, {}, {"is_padding": True}, {}]  # sample 3 is verl's padding: not counted
+    assert samples_without_view(masks) == {"domain/samples_without_view": 3}
+    assert samples_without_view(masks, tags) == {"domain/samples_without_view": 2}
