@@ -193,6 +193,7 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping,
             "domain/consistency_weight_mean": 0.5,
             "domain/transform_count/rot90": 2,  # mask 1 = bit 0 = domain.transforms.names[0]
             "domain/empty_scope_count": 0,
+            "domain/samples_without_view": 0,
         }
     else:
         assert seen["inputs"].consistency is None and metrics == {}
