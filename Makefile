@@ -41,7 +41,8 @@ lint: venv
 bench: venv
 	$(PY) bench/bench_divergences.py
 
-# The verl PR (upstream/): apply the patch to a copy of the installed verl and run its tests and verl's.
+# The verl PRs (upstream/): apply both patches, alone and together, to copies of the installed verl and run their
+# tests and verl's own (`python upstream/prove_patch.py --verl-src DIR` for a verl source checkout).
 upstream-check: venv
 	$(PY) upstream/prove_patch.py
 
