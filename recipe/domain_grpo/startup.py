@@ -241,7 +241,7 @@ def check_view_wiring(config: Any) -> None:
         )
     worker = OmegaConf.select(config, "domain_recipe.actor_rollout_ref_worker", default=None)
     if worker is not None or OmegaConf.select(config, "domain_recipe", default=None) is not None:
-        from recipe.common.entry import load_worker_cls
+        from recipe.common.worker_hook import load_worker_cls
         from recipe.domain_grpo.worker import DomainActorRolloutRefWorker
 
         if not worker or not issubclass(load_worker_cls(str(worker)), DomainActorRolloutRefWorker):

@@ -268,7 +268,7 @@ class DomainValidationMixin:
         """The js metrics need the recipe's actor worker (it runs the view); without it they are left out, said once."""
         from omegaconf import OmegaConf
 
-        from recipe.common.entry import WORKER_KEY, load_worker_cls
+        from recipe.common.worker_hook import WORKER_KEY, load_worker_cls
         from recipe.domain_grpo.worker import DomainActorRolloutRefWorker
 
         path = OmegaConf.select(self.config, WORKER_KEY, default=None)

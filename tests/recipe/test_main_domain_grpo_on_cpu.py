@@ -68,7 +68,7 @@ def test_plain_verl_trainer_and_worker_when_the_hooks_are_off() -> None:
     from verl.trainer.ppo.v1 import PPOTrainerSync
     from verl.workers.engine_workers import ActorRolloutRefWorker
 
-    from recipe.common.entry import resolve_trainer_cls
+    from recipe.common.worker_hook import resolve_trainer_cls
 
     config = _compose(
         "stand_in=cpu_tiny",
@@ -89,7 +89,7 @@ def test_configured_worker_class_replaces_verls_in_any_mode() -> None:
     from verl.trainer.ppo.utils import Role
     from verl.trainer.ppo.v1 import PPOTrainerColocateAsync
 
-    from recipe.common.entry import resolve_trainer_cls
+    from recipe.common.worker_hook import resolve_trainer_cls
 
     worker = "verl.experimental.separation.engine_workers.DetachActorWorker"
     config = _compose(
@@ -113,7 +113,7 @@ def test_worker_class_must_be_an_actor_rollout_ref_worker() -> None:
     from verl.trainer.ppo.utils import Role
     from verl.workers.engine_workers import ActorRolloutRefWorker
 
-    from recipe.common.entry import load_worker_cls, replace_actor_worker
+    from recipe.common.worker_hook import load_worker_cls, replace_actor_worker
 
     with pytest.raises(TypeError, match="ActorRolloutRefWorker"):
         load_worker_cls("verl.workers.engine_workers.TrainingWorker")
@@ -124,7 +124,7 @@ def test_worker_class_must_be_an_actor_rollout_ref_worker() -> None:
 
 
 def test_unknown_trainer_mode_lists_the_registered_ones() -> None:
-    from recipe.common.entry import resolve_trainer_cls
+    from recipe.common.worker_hook import resolve_trainer_cls
 
     config = _compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/m", "trainer.v1.trainer_mode=nope")
     with pytest.raises(ValueError, match="Available trainers: .*sync"):

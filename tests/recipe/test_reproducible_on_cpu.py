@@ -143,7 +143,7 @@ def test_batches_come_in_dispatch_order_not_completion_order(monkeypatch) -> Non
 def test_the_recipe_trainer_takes_batches_in_dispatch_order_when_deterministic(overrides, wrapped) -> None:
     from launch_helpers import compose_run
 
-    from recipe.common.entry import resolve_trainer_cls
+    from recipe.common.worker_hook import resolve_trainer_cls
 
     trainer_cls = resolve_trainer_cls(compose_run(overrides))
     assert trainer_cls.__name__.endswith("InDispatchOrder") is wrapped
