@@ -24,6 +24,7 @@ from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
+from recipe.common.modes import SyncTrainerMode
 from recipe.domain_grpo.keys import (
     BASE_ESTIMATOR_KEY,
     CONSISTENCY_FIELD,
@@ -112,23 +113,14 @@ def prepare_algorithm_config(config: DictConfig) -> None:
 
 
 @register_trainer(TRAINER_MODE)
-class DomainGRPOTrainer(DomainValidationMixin, PPOTrainerSync):
+class DomainGRPOTrainer(SyncTrainerMode, DomainValidationMixin, PPOTrainerSync):
     """verl's `sync` trainer mode plus D_i for `algorithm.adv_estimator=domain_grpo`, and the invariance metrics of
-    `domain.validation` after verl's own validation (`recipe/domain_grpo/validation.py`)."""
+    `domain.validation` after verl's own validation (`recipe/domain_grpo/validation.py`); synchronous, so it reports
+    `trainer_mode == "sync"` to verl whatever name selected it (`recipe.common.modes.SyncTrainerMode`)."""
 
     def __init__(self, config: DictConfig, *args: Any, **kwargs: Any) -> None:
         prepare_algorithm_config(config)  # before verl builds anything: a bad base estimator fails at start-up
         super().__init__(config, *args, **kwargs)
-
-    # verl tests `self.trainer_mode == "sync"` in several places (replay buffer, dataloader refill, checkpoint state);
-    # this mode is synchronous, so it reports "sync" whatever name selected it.
-    @property
-    def trainer_mode(self) -> str:
-        return "sync"
-
-    @trainer_mode.setter
-    def trainer_mode(self, value: str) -> None:  # PPOTrainer.__init__ assigns the configured name
-        pass
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         is_domain_grpo = self.config.algorithm.adv_estimator == "domain_grpo"

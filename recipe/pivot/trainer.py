@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from recipe.domain_grpo.trainer import DomainGRPOTrainer
+from recipe.common.modes import SyncTrainerMode
 from recipe.pivot.agent_loop import ROLE_KEY, TRUNCATED_KEY
 from verl_ext.dpo import (
     DPOConfig,
@@ -109,11 +109,8 @@ def pair_reward_metrics(extras: list[dict], pairs: Pairs, key: str) -> dict[str,
 
 
 @register_trainer(TRAINER_MODE)
-class DPOTrainer(PPOTrainerSync):
+class DPOTrainer(SyncTrainerMode, PPOTrainerSync):
     """verl's `sync` trainer mode with DPO's advantages (see the module docstring)."""
-
-    # verl tests `self.trainer_mode == "sync"` in several places; this mode is synchronous (see the domain recipe).
-    trainer_mode = DomainGRPOTrainer.trainer_mode
 
     _last_pairs: int | None = None
 

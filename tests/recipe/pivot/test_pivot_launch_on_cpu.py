@@ -106,6 +106,8 @@ def test_gpu_study_spec_plans_every_stage(tmp_path):
     for enc in ("base", "sft", "dpo"):
         expected += [f"transplant_{enc}", f"stage1_{enc}", f"stage2_{enc}"]
     expected += ["probes"]
+    for k in (1, 2):  # vars.train_seeds [0, 1, 2]: the first seed is sft/dpo/probes themselves
+        expected += [f"dpo_seed{k}", f"sft_seed{k}", f"probes_seed{k}"]
     expected += [f"eval_{m}" for m in ("base", "sft", "dpo", "pivot_base", "pivot_sft", "pivot_dpo")]
     assert stages == expected
     assert "env STAGE=projector" in proc.stdout and "bash examples/run_pivot_dpo.sh" in proc.stdout
