@@ -18,38 +18,14 @@ import numpy as np
 import psutil
 import pytest
 from dp_fixtures import make_fixture, medmnist_arrays, pixels, save, write_medmnist_npz
-from dp_helpers import report_of, rows, run_rs
+from dp_helpers import assert_one_line_error, cli, no_junk, report_of, rows, run_rs
 from PIL import Image
 
 from data_prep import writer
-from data_prep.__main__ import main
 from data_prep.images import encode_image_bytes
 from data_prep.report import DataPrepError
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run `python -m data_prep` in-process: (exit status, stdout, stderr)."""
-    try:
-        main([*argv, "--workers", "0", "--no-progress"])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
-
-def no_junk(out: Path) -> bool:
-    """Nothing left by a failed run: no folder, or an empty one."""
-    return not out.exists() or not any(out.iterdir())
 
 
 @pytest.fixture(scope="module")
