@@ -127,6 +127,14 @@ def cpu_sft_command(
     return sft_command(train_files, model_path, out_dir, [*sizes, *overrides], steps=steps, cpu=True)
 
 
+def run_and_link(cmd: Sequence[str], env: dict[str, str], out_dir: str | os.PathLike) -> int:
+    """Run one SFT command; on success link `<out>/final_hf` to its last checkpoint. Returns the exit code."""
+    code = subprocess.run(list(cmd), env=env).returncode
+    if code == 0:
+        link_final_hf(out_dir)
+    return code
+
+
 def link_final_hf(out_dir: str | os.PathLike) -> Path | None:
     """`<out>/final_hf` -> the HF weights of verl's last checkpoint (`recipe.common.runs.final_hf`; None if none)."""
     out = Path(out_dir)
@@ -203,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"error: --model {args.model}: {problem}", file=sys.stderr)
         return 2
-    code = subprocess.run(cmd, env=env).returncode
-    if code == 0:
-        link_final_hf(args.out)
-    return code
+    return run_and_link(cmd, env, args.out)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ last step's HF weights (the launcher's, as on GPU). Extra arguments are Hydra ov
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
-from recipe.common.sft import cpu_sft_command, link_final_hf
+from recipe.common.sft import cpu_sft_command, run_and_link
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_length,
         args.lr,
     )
-    code = subprocess.run(cmd, env=env).returncode
-    if code == 0:
-        link_final_hf(args.out)
-    return code
+    return run_and_link(cmd, env, args.out)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 
-from recipe.common.sft import cpu_sft_command, link_final_hf, model_problem, sft_command
+from recipe.common.sft import cpu_sft_command, link_final_hf, model_problem, run_and_link, sft_command
 
 __all__ = ["STAGES", "link_final_hf", "sft_rows", "stage_overrides", "train_command"]
 
@@ -126,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd, env = train_command(
         args.stage, args.train, args.model, args.out, overrides, args.cpu, args.steps, args.nnodes, args.nproc
     )
-    code = subprocess.run(cmd, env=env).returncode
-    if code == 0:
-        link_final_hf(args.out)
-    return code
+    return run_and_link(cmd, env, args.out)
 
 
 if __name__ == "__main__":
