@@ -133,6 +133,9 @@ class DomainLoss:
         aggregation = pg_loss.aggregation if isinstance(pg_loss, Metric) else AggregationType.MEAN
         metrics["actor/domain_loss"] = Metric(value=divergence.detach(), aggregation=aggregation)
         metrics["actor/domain_divergence_token_mean"] = Metric(value=token_mean, aggregation=AggregationType.MEAN)
+        real = data.select("response_mask").to_padded_tensor()["response_mask"].sum(-1) > 0  # [bsz] not verl's padding
+        share = no_view_share(self.views.validity(data), real.tolist())
+        metrics["actor/domain_no_view_share"] = Metric(value=share, aggregation=AggregationType.MEAN)
         return loss + term, metrics
 
     def process_logits(self, *, student_logits: torch.Tensor, data: TensorDict, **kwargs: Any) -> dict:
@@ -225,6 +228,15 @@ def is_consistency_pass(data: TensorDict, domain: DomainConfig) -> bool:
     if not domain.shaping.enable or tu.get_non_tensor_data(data, "validate", default=False) is True:
         return False
     return not tu.get_non_tensor_data(data, "no_lora_adapter", default=False)
+
+
+def no_view_share(validity: list[list[bool]], real: list[bool]) -> float:
+    """Share of a micro-batch's real samples (`real[i]`: it has response tokens, i.e. is not verl's padding) for which
+    no transformed view was built (`validity[k][i]` false for every view k): their DC term is 0 (a held-out split by
+    `augment.is_training_split`, or no image). Logged as `actor/domain_no_view_share` on every DC update."""
+    has_view = [any(col) for col in zip(*validity, strict=True)] if validity else [False] * len(real)
+    count = sum(1 for r, v in zip(real, has_view, strict=True) if r and not v)
+    return count / max(1, sum(real))
 
 
 class DomainActorRolloutRefWorker(ActorRolloutRefWorker):

@@ -186,3 +186,14 @@ def test_mark_records_whether_verl_asked_for_the_processor():
         worker._mark(data, "constraint")
         assert tu.get_non_tensor_data(data, "distillation_use_topk", None) is True
         assert tu.get_non_tensor_data(data, BASE_TOPK_KEY, None) is verl_flag
+
+
+def test_no_view_share_counts_real_samples_without_any_view():
+    from recipe.domain_grpo.worker import no_view_share
+
+    # two views (mixture): sample 0 has view 0, sample 1 none, sample 2 view 1, sample 3 none but is verl's padding
+    validity = [[True, False, False, False], [False, False, True, False]]
+    real = [True, True, True, False]
+    assert no_view_share(validity, real) == 1 / 3  # sample 1 of the 3 real ones
+    assert no_view_share([], [True, True]) == 1.0  # no view at all
+    assert no_view_share([[True]], [False]) == 0.0  # nothing real: 0, not a division by zero
