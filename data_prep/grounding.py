@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from data_prep.multiple_choice import image_bytes
 from data_prep.prompts import FORMAT_INSTRUCTION
 from data_prep.report import DataPrepError, Report, dumps
 from data_prep.schema import make_row
@@ -75,12 +76,6 @@ def question_text(expression: str, size: tuple[int, int]) -> str:
     )
 
 
-def _image_bytes(value: Any) -> bytes | None:
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `grounding` subcommand's options."""
     p.add_argument("--source", required=True, type=Path, help="the grounding parquet (image, expression, box)")
@@ -116,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = table.select(needed).to_pylist()
         for pos, row in enumerate(rows[: args.limit] if args.limit else rows):
             where = f"{args.source.name}[{pos}]"
-            data = _image_bytes(row[args.image_column])
+            data = image_bytes(row[args.image_column])
             try:
                 image = Image.open(io.BytesIO(data)).convert("RGB") if data else None
             except Exception as err:  # noqa: BLE001 - any decoder error is a corrupt image

@@ -9,7 +9,7 @@ Both expose the same two calls on lists of `ViewInput` (chat messages + one PIL 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,20 @@ class EvalBackend(Protocol):
         vocabularies: Sequence[Sequence[str]],
         suffix: str = ANSWER_SUFFIX,
     ) -> list[np.ndarray]: ...
+
+
+def generate_in_batches(
+    rows: Sequence[Any], backend: EvalBackend, batch_size: int, progress: Callable[[int], None] | None = None
+) -> list[str]:
+    """Greedy answers of `backend` to `rows` (each with `.messages` and `.image`), `batch_size` at a time, in order;
+    `progress(n)` after each batch."""
+    responses: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        responses.extend(backend.generate([ViewInput(r.messages, r.image) for r in chunk]))
+        if progress:
+            progress(len(chunk))
+    return responses
 
 
 def seed_everything(seed: int) -> None:

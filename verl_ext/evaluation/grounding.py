@@ -63,14 +63,9 @@ def evaluate_grounding(
     rows: Sequence[Any], backend: Any, batch_size: int, progress: Callable[[int], None] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Greedy answers to grounding rows scored by IoU: (metrics, per-row records)."""
-    from verl_ext.evaluation.backends import ViewInput
+    from verl_ext.evaluation.backends import generate_in_batches
 
-    responses: list[str] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        responses.extend(backend.generate([ViewInput(r.messages, r.image) for r in chunk]))
-        if progress:
-            progress(len(chunk))
+    responses = generate_in_batches(rows, backend, batch_size, progress)
     records = [
         {"index": r.index, "label": r.label, "response": text, **score_response(text, r.label)}
         for r, text in zip(rows, responses)

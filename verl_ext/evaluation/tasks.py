@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.evaluation import runner
-from verl_ext.evaluation.backends import EvalBackend, ViewInput
+from verl_ext.evaluation.backends import EvalBackend, generate_in_batches
 from verl_ext.evaluation.grounding import PREFIX as GROUNDING_PREFIX
 from verl_ext.evaluation.grounding import evaluate_grounding
 from verl_ext.jigsaw import compute_score as jigsaw_score
@@ -63,12 +63,7 @@ def evaluate_jigsaw(
     rows: Sequence[runner.Row], backend: EvalBackend, batch_size: int, progress: Callable[[int], None] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Greedy answers to jigsaw rows scored by the reward: (metrics, per-row records)."""
-    responses: list[str] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        responses.extend(backend.generate([ViewInput(r.messages, r.image) for r in chunk]))
-        if progress:
-            progress(len(chunk))
+    responses = generate_in_batches(rows, backend, batch_size, progress)
     records = []
     for row, response in zip(rows, responses):
         parts = jigsaw_score("", response, row.label)
