@@ -81,10 +81,17 @@ def _model_output() -> dict:
     return {"log_probs": _packed(log_probs), DIVERGENCE_KEY: _packed(divergence), SCOPE_FIELD: _packed(scope)}
 
 
+class _EveryoneHasAView:
+    """Stands in for the view builder: both samples of the micro-batch got their transformed view."""
+
+    def validity(self, data: TensorDict) -> list[list[bool]]:
+        return [[True] * len(RESPONSE)]  # [views=1][bsz]
+
+
 def _domain_loss(loss_mode: str, agg: str, clip_high: float, domain: dict) -> DomainLoss:
     """DomainLoss on verl's own `partial(ppo_loss, config=...)`, as the worker builds it."""
     base = partial(ppo_loss, config=_actor_config(loss_mode, agg, clip_high))
-    return DomainLoss(base, DomainConfig.from_dict(domain), engine=None)
+    return DomainLoss(base, DomainConfig.from_dict(domain), engine=None, views=_EveryoneHasAView())
 
 
 @pytest.mark.parametrize(("name", "loss_mode", "agg", "clip_high"), COMBINATIONS)
@@ -112,6 +119,7 @@ def test_dc_term_is_added_to_each_verl_policy_loss(name, loss_mode, agg, clip_hi
         assert divergence.item() == pytest.approx(0.2)
     torch.testing.assert_close(loss_on, verl_loss + 0.5 * divergence)
     assert metrics_on["actor/domain_loss"].aggregate() == pytest.approx(divergence.item())
+    assert metrics_on["actor/domain_no_view_share"].aggregate() == 0.0  # both samples had a view
 
 
 def test_the_policy_loss_really_differs_between_modes():
