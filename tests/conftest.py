@@ -23,6 +23,25 @@ for _key, _value in {
 
 REPO = Path(__file__).resolve().parents[1]
 LOOP_TIMEOUT_S = 900
+# verl reads these in every process it starts; one test that leaves them set (recipe.common.entry.run exports the
+# config's plugin env into os.environ) changes what later tests' subprocesses import (CI: upstream/prove_patch.py's
+# verl trees, started with VERL_PLATFORM=cpu and no verl_ext, failed to collect).
+PROCESS_WIDE_ENV = ("VERL_PLATFORM", "VERL_USE_EXTERNAL_MODULES")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_plugin_env():
+    """Fail the test that leaves verl's plugin env changed (use monkeypatch.setenv), and restore it for the next."""
+    before = {key: os.environ.get(key) for key in PROCESS_WIDE_ENV}
+    yield
+    after = {key: os.environ.get(key) for key in PROCESS_WIDE_ENV}
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    leaked = {key: after[key] for key in PROCESS_WIDE_ENV if after[key] != before[key]}
+    assert not leaked, f"the test changed {leaked} in os.environ and left it so; set it with monkeypatch.setenv"
 
 
 def _run_tiny_training(

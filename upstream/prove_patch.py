@@ -140,7 +140,10 @@ def apply_patch(tree: Path, patch: Path, excludes: tuple[str, ...], include: str
 
 
 def _clean_env(pythonpath: list[Path]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "PYTHONPATH")}
+    # verl's plugin env names modules of the caller's project (VERL_PLATFORM=cpu needs verl_ext's platform): a tree
+    # under test imports only itself
+    dropped = ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({"PYTHONPATH": os.pathsep.join(str(p) for p in pythonpath), "HF_HUB_OFFLINE": "1"})
     env.update({"TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONDONTWRITEBYTECODE": "1"})
     return env
@@ -232,9 +235,11 @@ def prove(
         verl = {k: v for k, v in outcomes.items() if not _is_patch_test(k, own)}
         if reference is None:  # the unpatched tree comes first
             reference = verl
-            record(
-                f"unpatched: verl's tests ({', '.join(VERL_TESTS)})", "reference", bool(verl), summarise(verl), start
-            )
+            # a reference that did not collect (an error) would make every patched tree look "the same"
+            collected = "passed" in verl.values() and "error" not in verl.values()
+            record(f"unpatched: verl's tests ({', '.join(VERL_TESTS)})", "reference", collected, summarise(verl), start)
+            if not collected:
+                print(out[-4000:], flush=True)
             continue
         ours = {k: v for k, v in outcomes.items() if _is_patch_test(k, own)}
         ok = bool(ours) and set(ours.values()) <= {"passed", "skipped"} and "passed" in ours.values()

@@ -89,9 +89,12 @@ def test_run_checks_the_recipe_first_then_verl_before_ray(monkeypatch: pytest.Mo
         entry.run(_compose("stand_in=cpu_tiny", "actor_rollout_ref.model.path=/m", "trainer.use_v1=false"), print)
 
 
-def test_run_warns_once_when_the_installed_verl_is_not_the_tested_one(tmp_path, caplog) -> None:
+def test_run_warns_once_when_the_installed_verl_is_not_the_tested_one(tmp_path, caplog, monkeypatch) -> None:
     """`run(..., required_verl)` names the tested verl before anything starts (here: validation stops the run)."""
     from recipe.common.entry import run
+
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")  # run() exports the config's plugin env: restored after the test
+    monkeypatch.setenv("VERL_USE_EXTERNAL_MODULES", "")
 
     required = tmp_path / "REQUIRED_VERL.txt"
     required.write_text("VERL_VERSION=0.0.1\nVERL_COMMIT=\n")
