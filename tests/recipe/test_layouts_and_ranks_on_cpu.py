@@ -33,12 +33,32 @@ LAYOUTS = {
     "padded_1rank": [],
     "packed_2ranks": ["actor_rollout_ref.model.use_remove_padding=true", "trainer.n_gpus_per_node=2"],
 }
-COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
+BATCH = 8  # data.train_batch_size (2) × rollout.n (4) of stand_in=cpu_tiny
+# The hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py): `<answer>` + 4 sampled tokens + `</answer>` +
+# end for 3/4 of the requests (22 tokens), the rest sampled as usual (24 tokens, no answer: an empty answer scope).
+ANSWER_FORMAT = [
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_tokens=4",
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_share=0.75",
+]
+SCOPES = {
+    "response": [],
+    "answer": ["domain.constraint.scope=answer", "domain.shaping.scope=answer", *ANSWER_FORMAT],
+}
+COMPARED = (
+    "domain/js_mean",
+    "domain/js_min",
+    "domain/js_max",
+    "actor/domain_loss",
+    "actor/grad_norm",
+    "actor/pg_loss",
+    "domain/empty_scope_count",
+)
 # Relative to each value's own size, no absolute slack: D_i and the DC term are ~1e-6 here, so the former absolute 1e-6
 # accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative, the gradient norm 3e-7).
 # The policy loss is float noise around 0 at the initial weights (ratio 1, each group's advantages sum to 0: measured
-# 4.5e-8 vs 3.0e-8), so it alone gets an absolute tolerance.
-REL_TOLERANCE = dict.fromkeys(COMPARED, 1e-5)
+# 4.5e-8 vs 3.0e-8), so it alone gets an absolute tolerance. The empty-scope count must be equal; so must a D_i of 0
+# (js_min with an empty answer scope).
+REL_TOLERANCE = {**dict.fromkeys(COMPARED, 1e-5), "domain/empty_scope_count": 0.0}
 ABS_TOLERANCE = {**dict.fromkeys(COMPARED, 0.0), "actor/pg_loss": 1e-6}
 
 
@@ -91,14 +111,20 @@ def test_a_halved_divergence_fails_the_comparison():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return _shaped_tiles(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module", params=list(SCOPES))
+def runs(request, data, tmp_path_factory) -> dict[str, dict]:
+    """{layout: step-1 metrics} of the two layouts for one scope of both domain terms (`response`, `answer`)."""
     from conftest import _run_tiny_training
 
-    data = _shaped_tiles(tmp_path_factory.mktemp("data"))
     metrics = {}
     for name, overrides in LAYOUTS.items():
-        result, values = _run_tiny_training(tmp_path_factory.mktemp(name), 1, [*COMMON, *overrides], data=data)
-        assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}"
+        tmp = tmp_path_factory.mktemp(f"{request.param}_{name}")
+        result, values = _run_tiny_training(tmp, 1, [*COMMON, *SCOPES[request.param], *overrides], data=data)
+        assert result.returncode == 0, f"{request.param} {name}:\n{result.stdout[-6000:]}"
         metrics[name] = values[1]
     return metrics
 
@@ -107,12 +133,22 @@ def runs(tmp_path_factory):
 def test_the_runs_sampled_the_same_batch(runs):
     for name, values in runs.items():
         counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
-        assert counts == {"rot90": 8, "rot180": 8, "rot270": 8}, name  # mixture: every sample, every rotation
+        assert counts == dict.fromkeys(("rot90", "rot180", "rot270"), BATCH), name  # mixture: every sample, rotation
         for key in ("response_length/mean", "prompt_length/mean"):
             assert values[key] == runs["padded_1rank"][key], (name, key)
         # the same responses, so the same scores; their float32 mean is summed in another order over two replicas
         assert values["critic/score/mean"] == pytest.approx(runs["padded_1rank"]["critic/score/mean"], rel=1e-6)
         assert 0 < values["domain/js_mean"] <= 1 and values["actor/domain_loss"] > 0
+
+
+@pytest.mark.slow
+def test_the_scope_is_not_empty(runs, request):
+    # Not vacuous: most samples have an in-scope token. With the answer scope, the stand-in's unwrapped responses
+    # (no answer) are the empty ones: at least one, so the empty-sample path is compared too, and well below the batch.
+    answer_scope = request.node.callspec.params["runs"] == "answer"
+    for name, values in runs.items():
+        empty = values["domain/empty_scope_count"]
+        assert (1 <= empty <= BATCH // 4) if answer_scope else empty == 0, (name, empty)
 
 
 @pytest.mark.slow
