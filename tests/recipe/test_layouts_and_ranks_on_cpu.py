@@ -1,5 +1,6 @@
 """verl's GPU layouts on CPU: the packed (remove-padding) layout on two data-parallel ranks gives the padded one-rank
-run's DC term, D_i and gradient norm on the same batch (hardening issue, point 6).
+run's DC term, D_i, empty-scope count and gradient norm on the same batch, for both scopes of the domain terms
+(hardening issue, point 6; issue 19, point 1).
 
 Two runs of Domain-Aware GRPO through verl's own loop, one step each, on real Sentinel-2 tiles of different shapes
 (a 90° turn of a non-square tile swaps its patch grid, so the views' M-RoPE ids are recomputed and packed sequences
@@ -10,6 +11,17 @@ the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_re
 request, so both runs sample the same batch; every compared number is computed with the initial weights. Mixture
 mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the sample
 has.
+
+The pair runs once per scope (a parametrised fixture, four runs): `response` (every response token, the default) and
+`answer` (`domain.constraint.scope=answer`, `domain.shaping.scope=answer`: D_i, the DC term and
+`domain/empty_scope_count` over the tokens inside `<answer>…</answer>`). The random tiny model never writes the tags,
+so the answer runs use the hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py,
+`rollout.engine_kwargs.hf.answer_tokens`): 3/4 of the requests (drawn from each request's seed, so the same in both
+layouts) answer `<answer>` + 4 tokens the policy samples + `</answer>`, the others are sampled as usual and have an
+empty answer scope. So the answer span sits at a different offset in each sample's packed sequence, and both the
+non-empty and the empty path are compared; `test_the_scope_is_not_empty` checks that the comparison is not of zeros.
+A span shifted by one token in one layout (planted once in `answer_token_mask`) fails it:
+`test_a_shifted_answer_span_fails_the_comparison` keeps the measured values.
 """
 
 from __future__ import annotations
@@ -101,8 +113,9 @@ def test_a_halved_divergence_fails_the_comparison():
         "actor/domain_loss": 3.1e-6,
         "actor/grad_norm": 0.8,
         "actor/pg_loss": 4.5e-8,
+        "domain/empty_scope_count": 0,
     }
-    halved = {k: v / 2 if k.startswith(("domain/", "actor/domain")) else v for k, v in reference.items()}
+    halved = {k: v / 2 if k.startswith(("domain/js", "actor/domain")) else v for k, v in reference.items()}
     old_accepts = [k for k in COMPARED if halved[k] == pytest.approx(reference[k], rel=1e-5, abs=1e-6)]
     assert {"domain/js_min", "domain/js_mean"} <= set(old_accepts)
     assert len(layout_mismatches(reference, halved)) == 4

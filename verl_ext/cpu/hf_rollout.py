@@ -23,7 +23,8 @@ weight sync and TransferQueue path stay verl's own:
   With N > 0 a request's response is ``<answer>`` + N tokens sampled from the policy after it (end-of-sequence
   suppressed) + ``</answer>`` + end-of-sequence, for a share ``answer_share`` (default 1) of requests, drawn from the
   request's seeded generator; the others are sampled as usual (no answer: an empty answer scope). The tag and end
-  tokens are written, not sampled, and no log-probs are returned for such a response. Only the layout test uses it.
+  tokens are written, not sampled; the log-probs (when asked for) are the policy's of every response token, from one
+  teacher-forced forward pass. Only the layout test uses it.
 
 Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml``). Hybrid
 mode with ``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
@@ -191,17 +192,21 @@ class HFGenerateServer:
         self, prompt_ids: list[int], sampling_params: dict[str, Any], image_data: list[Any] | None, want_logprobs: bool
     ) -> TokenOutput:
         """The answer-format stand-in (module docstring): `<answer>` + N sampled tokens + `</answer>` + end."""
-        if want_logprobs:
-            raise NotImplementedError(f"rollout.engine_kwargs.{ROLLOUT_NAME}.answer_tokens returns no log-probs")
         opened = list(prompt_ids) + self.answer_open_ids
         kwargs = self._generation_kwargs(len(opened), sampling_params)
         kwargs.update(max_new_tokens=self.settings.answer_tokens, min_new_tokens=self.settings.answer_tokens)
         out = self.model.generate(**self._model_inputs(opened, image_data), **kwargs)
         answer = out[0, len(opened) :].tolist()
         token_ids = [*self.answer_open_ids, *answer, *self.answer_close_ids, self.tokenizer.eos_token_id]
-        return TokenOutput(
-            token_ids=token_ids, stop_reason="completed", extra_fields={"global_steps": self.global_steps}
-        )
+        log_probs = None
+        if want_logprobs:  # the policy's log-probs of every response token, written or sampled (one forward)
+            logits = self.model(**self._model_inputs(list(prompt_ids) + token_ids, image_data)).logits[0].float()
+            logits = logits[len(prompt_ids) - 1 : -1] / max(float(sampling_params.get("temperature", 1.0)), 1e-6)
+            logits[:, self.banned_token_ids] = float("-inf")  # [response, vocab], as generate's suppression
+            chosen = torch.tensor(token_ids)[:, None]  # [response, 1]
+            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, chosen)[:, 0].tolist()
+        steps = {"global_steps": self.global_steps}
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason="completed", extra_fields=steps)
 
     def _model_inputs(self, prompt_ids: list[int], image_data: list[Any] | None) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask plus the image tensors; checks the prompt's image placeholders match them."""
