@@ -47,10 +47,11 @@ LAYOUTS = {
 }
 BATCH = 8  # data.train_batch_size (2) × rollout.n (4) of stand_in=cpu_tiny
 # The hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py): `<answer>` + 4 sampled tokens + `</answer>` +
-# end for 3/4 of the requests (22 tokens), the rest sampled as usual (24 tokens, no answer: an empty answer scope).
+# end for 95% of the requests (22 tokens; drawn from each request's seed: here 7 of the 8), the rest sampled as usual
+# (24 tokens, no answer: an empty answer scope).
 ANSWER_FORMAT = [
     "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_tokens=4",
-    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_share=0.75",
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_share=0.95",
 ]
 SCOPES = {
     "response": [],
