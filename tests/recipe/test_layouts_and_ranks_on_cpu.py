@@ -66,11 +66,12 @@ COMPARED = (
     "actor/pg_loss",
     "domain/empty_scope_count",
 )
-# Relative to each value's own size, no absolute slack: D_i and the DC term are ~1e-6 here, so the former absolute 1e-6
-# accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative, the gradient norm 3e-7).
-# The policy loss is float noise around 0 at the initial weights (ratio 1, each group's advantages sum to 0: measured
-# 4.5e-8 vs 3.0e-8), so it alone gets an absolute tolerance. The empty-scope count must be equal; so must a D_i of 0
-# (js_min with an empty answer scope).
+# Relative to each value's own size, no absolute slack: D_i and the DC term are 6e-7 .. 4e-6 here, so the former
+# absolute 1e-6 accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative or exact, the
+# gradient norm 5e-7). The policy loss at the initial weights (ratio 1) is the token-weighted mean of the advantages:
+# float noise around 0 when all responses have one length (response runs: 4.2e-8 vs 4.5e-8), 0.017 in the answer runs
+# (22- and 24-token responses), so it alone gets an absolute tolerance. The empty-scope count must be equal; so must a
+# D_i of 0 (js_min with an empty answer scope).
 REL_TOLERANCE = {**dict.fromkeys(COMPARED, 1e-5), "domain/empty_scope_count": 0.0}
 ABS_TOLERANCE = {**dict.fromkeys(COMPARED, 0.0), "actor/pg_loss": 1e-6}
 
@@ -122,6 +123,33 @@ def test_a_halved_divergence_fails_the_comparison():
     assert len(layout_mismatches(reference, halved)) == 4
     noisy = {k: v * (1 + 5e-6) for k, v in reference.items()}
     assert layout_mismatches(reference, noisy) == []
+
+
+def test_a_shifted_answer_span_fails_the_comparison():
+    # Measured once: the answer runs with `answer_token_mask` planted to shift every span one token later on two ranks
+    # only (torch.roll(mask, 1, dims=1) when the world size is > 1). The padded one-rank values are the real run's.
+    # With the random model every token's divergence is ~1e-6, so the shift moves D_i and the DC term by only
+    # 0.06 % .. 0.9 %, yet 60 .. 900 × the tolerance (and ~1e4 × the measured agreement, 1e-7 or exact).
+    padded = {
+        "domain/js_mean": 1.3297860732564004e-06,
+        "domain/js_min": 0.0,
+        "domain/js_max": 1.8749942682916299e-06,
+        "actor/domain_loss": 6.208258014339663e-07,
+        "actor/grad_norm": 0.8986543416976929,
+        "actor/pg_loss": 0.01683624051094057,
+        "domain/empty_scope_count": 1.0,
+    }
+    shifted = {
+        "domain/js_mean": 1.3184335330151953e-06,
+        "domain/js_min": 0.0,
+        "domain/js_max": 1.8738099925030838e-06,
+        "actor/domain_loss": 6.168214383706072e-07,
+        "actor/grad_norm": 0.8986526131629944,
+        "actor/pg_loss": 0.016836971044540405,
+        "domain/empty_scope_count": 1.0,
+    }
+    failed = {line.split(":")[0] for line in layout_mismatches(padded, shifted)}
+    assert failed == {"domain/js_mean", "domain/js_max", "actor/domain_loss"}
 
 
 @pytest.fixture(scope="module")
