@@ -68,11 +68,12 @@ COMPARED = (
 )
 # Relative to each value's own size, no absolute slack: D_i and the DC term are 6e-7 .. 4e-6 here, so the former
 # absolute 1e-6 accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative or exact, the
-# gradient norm 5e-7). The policy loss at the initial weights (ratio 1) is the token-weighted mean of the advantages:
-# float noise around 0 when all responses have one length (response runs: 4.2e-8 vs 4.5e-8), 0.017 in the answer runs
-# (22- and 24-token responses), so it alone gets an absolute tolerance. The empty-scope count must be equal; so must a
-# D_i of 0 (js_min with an empty answer scope).
-REL_TOLERANCE = {**dict.fromkeys(COMPARED, 1e-5), "domain/empty_scope_count": 0.0}
+# gradient norm 2e-6). The policy loss at the initial weights (ratio 1) is the token-weighted mean of the advantages, a
+# float32 sum over ~180 tokens taken in another order on two ranks: noise around 0 when all responses have one length
+# (response runs: 4.2e-8 vs 4.5e-8), 0.017 in the answer runs (22- and 24-token responses: 0.0168362 vs 0.0168369, 4e-5
+# relative), so it gets 1e-6 absolute plus 1e-4 relative; it is verl's own term, not the one under test. The
+# empty-scope count must be equal; so must a D_i of 0 (js_min with an empty answer scope).
+REL_TOLERANCE = {**dict.fromkeys(COMPARED, 1e-5), "actor/pg_loss": 1e-4, "domain/empty_scope_count": 0.0}
 ABS_TOLERANCE = {**dict.fromkeys(COMPARED, 0.0), "actor/pg_loss": 1e-6}
 
 
