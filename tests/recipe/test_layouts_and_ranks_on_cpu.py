@@ -6,22 +6,23 @@ Two runs of Domain-Aware GRPO through verl's own loop, one step each, on real Se
 (a 90° turn of a non-square tile swaps its patch grid, so the views' M-RoPE ids are recomputed and packed sequences
 differ in length): padded on one rank, and packed on two ranks (FSDP2 over gloo, two CPU processes, two rollout
 replicas) — the GPU launch scripts' layout. Both changes at once against the padded one-rank reference: an error in
-either shows (they would have to cancel to the 6th digit in six metrics to hide); verl's packed forward alone equals
-the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_recipe.rollout_seed` seeds every
-request, so both runs sample the same batch; every compared number is computed with the initial weights. Mixture
-mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the sample
-has.
+either shows (they would have to cancel to the 6th digit in every compared metric to hide); verl's packed forward
+alone equals the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_recipe.rollout_seed`
+seeds every request, so both runs sample the same batch; every compared number is computed with the initial weights.
+Mixture mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the
+sample has.
 
 The pair runs once per scope (a parametrised fixture, four runs): `response` (every response token, the default) and
 `answer` (`domain.constraint.scope=answer`, `domain.shaping.scope=answer`: D_i, the DC term and
 `domain/empty_scope_count` over the tokens inside `<answer>…</answer>`). The random tiny model never writes the tags,
 so the answer runs use the hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py,
-`rollout.engine_kwargs.hf.answer_tokens`): 3/4 of the requests (drawn from each request's seed, so the same in both
-layouts) answer `<answer>` + 4 tokens the policy samples + `</answer>`, the others are sampled as usual and have an
-empty answer scope. So the answer span sits at a different offset in each sample's packed sequence, and both the
-non-empty and the empty path are compared; `test_the_scope_is_not_empty` checks that the comparison is not of zeros.
-A span shifted by one token in one layout (planted once in `answer_token_mask`) fails it:
-`test_a_shifted_answer_span_fails_the_comparison` keeps the measured values.
+`rollout.engine_kwargs.hf.answer_tokens`; a warm start that writes them reliably took well over 100 SFT steps, minutes
+on 2 cores): 7 of the 8 requests (`answer_share=0.95`, drawn from each request's seed, so the same in both layouts)
+answer `<answer>` + 4 tokens the policy samples + `</answer>`; the 8th is sampled as usual and has an empty answer
+scope. So the answer span sits at a different offset in each sample's packed sequence, and both the non-empty and the
+empty path are compared; `test_the_scope_is_not_empty` checks that the comparison is not of zeros. A span shifted by
+one token in one layout (planted once in `answer_token_mask`) fails it; its measured values are kept in
+`test_a_shifted_answer_span_fails_the_comparison`.
 """
 
 from __future__ import annotations
