@@ -1,15 +1,28 @@
 """verl's GPU layouts on CPU: the packed (remove-padding) layout on two data-parallel ranks gives the padded one-rank
-run's DC term, D_i and gradient norm on the same batch (hardening issue, point 6).
+run's DC term, D_i, empty-scope count and gradient norm on the same batch, for both scopes of the domain terms
+(hardening issue, point 6; issue 19, point 1).
 
 Two runs of Domain-Aware GRPO through verl's own loop, one step each, on real Sentinel-2 tiles of different shapes
 (a 90° turn of a non-square tile swaps its patch grid, so the views' M-RoPE ids are recomputed and packed sequences
 differ in length): padded on one rank, and packed on two ranks (FSDP2 over gloo, two CPU processes, two rollout
 replicas) — the GPU launch scripts' layout. Both changes at once against the padded one-rank reference: an error in
-either shows (they would have to cancel to the 6th digit in six metrics to hide); verl's packed forward alone equals
-the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_recipe.rollout_seed` seeds every
-request, so both runs sample the same batch; every compared number is computed with the initial weights. Mixture
-mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the sample
-has.
+either shows (they would have to cancel to the 6th digit in every compared metric to hide); verl's packed forward
+alone equals the padded one in tests/verl_ext/cpu/test_varlen_attention_on_cpu.py. `domain_recipe.rollout_seed`
+seeds every request, so both runs sample the same batch; every compared number is computed with the initial weights.
+Mixture mode: each sample's divergence is the mean over all three rotations, so the comparison covers every view the
+sample has.
+
+The pair runs once per scope (a parametrised fixture, four runs): `response` (every response token, the default) and
+`answer` (`domain.constraint.scope=answer`, `domain.shaping.scope=answer`: D_i, the DC term and
+`domain/empty_scope_count` over the tokens inside `<answer>…</answer>`). The random tiny model never writes the tags,
+so the answer runs use the hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py,
+`rollout.engine_kwargs.hf.answer_tokens`; a warm start that writes them reliably took well over 100 SFT steps, minutes
+on 2 cores): 7 of the 8 requests (`answer_share=0.95`, drawn from each request's seed, so the same in both layouts)
+answer `<answer>` + 4 tokens the policy samples + `</answer>`; the 8th is sampled as usual and has an empty answer
+scope. So the answer span sits at a different offset in each sample's packed sequence, and both the non-empty and the
+empty path are compared; `test_the_scope_is_not_empty` checks that the comparison is not of zeros. A span shifted by
+one token in one layout (planted once in `answer_token_mask`) fails it; its measured values are kept in
+`test_a_shifted_answer_span_fails_the_comparison`.
 """
 
 from __future__ import annotations
@@ -33,12 +46,35 @@ LAYOUTS = {
     "padded_1rank": [],
     "packed_2ranks": ["actor_rollout_ref.model.use_remove_padding=true", "trainer.n_gpus_per_node=2"],
 }
-COMPARED = ("domain/js_mean", "domain/js_min", "domain/js_max", "actor/domain_loss", "actor/grad_norm", "actor/pg_loss")
-# Relative to each value's own size, no absolute slack: D_i and the DC term are ~1e-6 here, so the former absolute 1e-6
-# accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative, the gradient norm 3e-7).
-# The policy loss is float noise around 0 at the initial weights (ratio 1, each group's advantages sum to 0: measured
-# 4.5e-8 vs 3.0e-8), so it alone gets an absolute tolerance.
-REL_TOLERANCE = dict.fromkeys(COMPARED, 1e-5)
+BATCH = 8  # data.train_batch_size (2) × rollout.n (4) of stand_in=cpu_tiny
+# The hf rollout's answer-format stand-in (verl_ext/cpu/hf_rollout.py): `<answer>` + 4 sampled tokens + `</answer>` +
+# end for 95% of the requests (22 tokens; drawn from each request's seed: here 7 of the 8), the rest sampled as usual
+# (24 tokens, no answer: an empty answer scope).
+ANSWER_FORMAT = [
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_tokens=4",
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.answer_share=0.95",
+]
+SCOPES = {
+    "response": [],
+    "answer": ["domain.constraint.scope=answer", "domain.shaping.scope=answer", *ANSWER_FORMAT],
+}
+COMPARED = (
+    "domain/js_mean",
+    "domain/js_min",
+    "domain/js_max",
+    "actor/domain_loss",
+    "actor/grad_norm",
+    "actor/pg_loss",
+    "domain/empty_scope_count",
+)
+# Relative to each value's own size, no absolute slack: D_i and the DC term are 6e-7 .. 4e-6 here, so the former
+# absolute 1e-6 accepted a bug that halves them (measured agreement: D_i and the DC term 1e-7 relative or exact, the
+# gradient norm 2e-6). The policy loss at the initial weights (ratio 1) is the token-weighted mean of the advantages, a
+# float32 sum over ~180 tokens taken in another order on two ranks: noise around 0 when all responses have one length
+# (response runs: 4.2e-8 vs 4.5e-8), 0.017 in the answer runs (22- and 24-token responses: 0.0168362 vs 0.0168369, 4e-5
+# relative), so it gets 1e-6 absolute plus 1e-4 relative; it is verl's own term, not the one under test. The
+# empty-scope count must be equal; so must a D_i of 0 (js_min with an empty answer scope).
+REL_TOLERANCE = {**dict.fromkeys(COMPARED, 1e-5), "actor/pg_loss": 1e-4, "domain/empty_scope_count": 0.0}
 ABS_TOLERANCE = {**dict.fromkeys(COMPARED, 0.0), "actor/pg_loss": 1e-6}
 
 
@@ -81,8 +117,9 @@ def test_a_halved_divergence_fails_the_comparison():
         "actor/domain_loss": 3.1e-6,
         "actor/grad_norm": 0.8,
         "actor/pg_loss": 4.5e-8,
+        "domain/empty_scope_count": 0,
     }
-    halved = {k: v / 2 if k.startswith(("domain/", "actor/domain")) else v for k, v in reference.items()}
+    halved = {k: v / 2 if k.startswith(("domain/js", "actor/domain")) else v for k, v in reference.items()}
     old_accepts = [k for k in COMPARED if halved[k] == pytest.approx(reference[k], rel=1e-5, abs=1e-6)]
     assert {"domain/js_min", "domain/js_mean"} <= set(old_accepts)
     assert len(layout_mismatches(reference, halved)) == 4
@@ -90,15 +127,48 @@ def test_a_halved_divergence_fails_the_comparison():
     assert layout_mismatches(reference, noisy) == []
 
 
+def test_a_shifted_answer_span_fails_the_comparison():
+    # Measured once: the answer runs with `answer_token_mask` planted to shift every span one token later on two ranks
+    # only (torch.roll(mask, 1, dims=1) when the world size is > 1). The padded one-rank values are the real run's.
+    # With the random model every token's divergence is ~1e-6, so the shift moves D_i and the DC term by only
+    # 0.06 % .. 0.9 %, yet 60 .. 900 × the tolerance (and ~1e4 × the measured agreement, 1e-7 or exact).
+    padded = {
+        "domain/js_mean": 1.3297860732564004e-06,
+        "domain/js_min": 0.0,
+        "domain/js_max": 1.8749942682916299e-06,
+        "actor/domain_loss": 6.208258014339663e-07,
+        "actor/grad_norm": 0.8986543416976929,
+        "actor/pg_loss": 0.01683624051094057,
+        "domain/empty_scope_count": 1.0,
+    }
+    shifted = {
+        "domain/js_mean": 1.3184335330151953e-06,
+        "domain/js_min": 0.0,
+        "domain/js_max": 1.8738099925030838e-06,
+        "actor/domain_loss": 6.168214383706072e-07,
+        "actor/grad_norm": 0.8986526131629944,
+        "actor/pg_loss": 0.016836971044540405,
+        "domain/empty_scope_count": 1.0,
+    }
+    failed = {line.split(":")[0] for line in layout_mismatches(padded, shifted)}
+    assert failed == {"domain/js_mean", "domain/js_max", "actor/domain_loss"}
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return _shaped_tiles(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module", params=list(SCOPES))
+def runs(request, data, tmp_path_factory) -> dict[str, dict]:
+    """{layout: step-1 metrics} of the two layouts for one scope of both domain terms (`response`, `answer`)."""
     from conftest import _run_tiny_training
 
-    data = _shaped_tiles(tmp_path_factory.mktemp("data"))
     metrics = {}
     for name, overrides in LAYOUTS.items():
-        result, values = _run_tiny_training(tmp_path_factory.mktemp(name), 1, [*COMMON, *overrides], data=data)
-        assert result.returncode == 0, f"{name}:\n{result.stdout[-6000:]}"
+        tmp = tmp_path_factory.mktemp(f"{request.param}_{name}")
+        result, values = _run_tiny_training(tmp, 1, [*COMMON, *SCOPES[request.param], *overrides], data=data)
+        assert result.returncode == 0, f"{request.param} {name}:\n{result.stdout[-6000:]}"
         metrics[name] = values[1]
     return metrics
 
@@ -107,12 +177,22 @@ def runs(tmp_path_factory):
 def test_the_runs_sampled_the_same_batch(runs):
     for name, values in runs.items():
         counts = {k.rsplit("/", 1)[1]: v for k, v in values.items() if k.startswith("domain/transform_count/")}
-        assert counts == {"rot90": 8, "rot180": 8, "rot270": 8}, name  # mixture: every sample, every rotation
+        assert counts == dict.fromkeys(("rot90", "rot180", "rot270"), BATCH), name  # mixture: every sample, rotation
         for key in ("response_length/mean", "prompt_length/mean"):
             assert values[key] == runs["padded_1rank"][key], (name, key)
         # the same responses, so the same scores; their float32 mean is summed in another order over two replicas
         assert values["critic/score/mean"] == pytest.approx(runs["padded_1rank"]["critic/score/mean"], rel=1e-6)
         assert 0 < values["domain/js_mean"] <= 1 and values["actor/domain_loss"] > 0
+
+
+@pytest.mark.slow
+def test_the_scope_is_not_empty(runs, request):
+    # Not vacuous: most samples have an in-scope token. With the answer scope, the stand-in's unwrapped responses
+    # (no answer) are the empty ones: at least one, so the empty-sample path is compared too, and well below the batch.
+    answer_scope = request.node.callspec.params["runs"] == "answer"
+    for name, values in runs.items():
+        empty = values["domain/empty_scope_count"]
+        assert (1 <= empty <= BATCH // 4) if answer_scope else empty == 0, (name, empty)
 
 
 @pytest.mark.slow

@@ -18,6 +18,13 @@ weight sync and TransferQueue path stay verl's own:
   response of the group and the step when ``domain_recipe.rollout_seed`` is set or ``domain_recipe.deterministic`` is
   on). A request without one draws from the server's generator in the order requests arrive, which the asynchronous
   agent loop does not fix: such runs do not reproduce.
+* Answer-format stand-in (``rollout.engine_kwargs.hf.answer_tokens: N``, default 0 = off): a random-weight policy never
+  writes ``<answer>…</answer>``, so the answer scope of the domain terms (``domain.*.scope=answer``) would be empty.
+  With N > 0 a request's response is ``<answer>`` + N tokens sampled from the policy after it (end-of-sequence
+  suppressed) + ``</answer>`` + end-of-sequence, for a share ``answer_share`` (default 1) of requests, drawn from the
+  request's seeded generator; the others are sampled as usual (no answer: an empty answer scope). The tag and end
+  tokens are written, not sampled; the log-probs (when asked for) are the policy's of every response token, from one
+  teacher-forced forward pass. Only the layout test uses it.
 
 Selected by ``actor_rollout_ref.rollout.name=hf`` (see ``recipe/domain_grpo/config/stand_in/cpu_tiny.yaml``). Hybrid
 mode with ``tensor_model_parallel_size=1`` only; one request is generated at a time per replica.
@@ -38,6 +45,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
 from verl_ext.cpu.tiny_qwen25vl import VISION_TOKENS
+from verl_ext.rewards import ANSWER_CLOSE, ANSWER_OPEN
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +71,21 @@ class HFGenerationSettings:
     attn_implementation: str = "sdpa"
     banned_tokens: list[str] = field(default_factory=lambda: list(VISION_TOKENS))
     ignore_eos: bool = False
+    answer_tokens: int = 0
+    answer_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.answer_tokens < 0 or not 0.0 <= self.answer_share <= 1.0:
+            raise ValueError(
+                f"rollout.engine_kwargs.{ROLLOUT_NAME}: answer_tokens must be >= 0 and answer_share in [0, 1]; "
+                f"got {self.answer_tokens} and {self.answer_share}"
+            )
 
     @classmethod
     def from_verl(cls, rollout_config: Any, model_config: Any, replica_rank: int = 0) -> HFGenerationSettings:
         """Read the settings from verl's ``RolloutConfig`` and ``HFModelConfig`` (dataclasses or DictConfigs)."""
         options = dict((rollout_config.engine_kwargs or {}).get(ROLLOUT_NAME) or {})
-        unknown = set(options) - {"dtype", "attn_implementation", "banned_tokens"}
+        unknown = set(options) - {"dtype", "attn_implementation", "banned_tokens", "answer_tokens", "answer_share"}
         if unknown:
             raise ValueError(f"unknown rollout.engine_kwargs.{ROLLOUT_NAME} keys: {sorted(unknown)}")
         override = dict(model_config.get("override_config", {}) or {})
@@ -82,6 +99,8 @@ class HFGenerationSettings:
             attn_implementation=str(options.get("attn_implementation", override.get("attn_implementation", "sdpa"))),
             banned_tokens=list(options.get("banned_tokens", VISION_TOKENS)),
             ignore_eos=bool(rollout_config.get("ignore_eos", False)),
+            answer_tokens=int(options.get("answer_tokens", 0)),
+            answer_share=float(options.get("answer_share", 1.0)),
         )
 
 
@@ -106,6 +125,14 @@ class HFGenerateServer:
             settings.model_path
         )
         self.banned_token_ids = _token_ids(self.tokenizer, settings.banned_tokens)
+        self.answer_open_ids = self.tokenizer.encode(ANSWER_OPEN, add_special_tokens=False)
+        self.answer_close_ids = self.tokenizer.encode(ANSWER_CLOSE, add_special_tokens=False)
+        answer_length = len(self.answer_open_ids) + settings.answer_tokens + len(self.answer_close_ids) + 1
+        if settings.answer_tokens and answer_length > settings.response_length:
+            raise ValueError(
+                f"rollout.engine_kwargs.{ROLLOUT_NAME}.answer_tokens={settings.answer_tokens} makes responses of "
+                f"{answer_length} tokens, more than the response length {settings.response_length}: lower it"
+            )
         self.global_steps: int | None = None
         self._lock = asyncio.Lock()
         torch.manual_seed(settings.seed)
@@ -135,10 +162,12 @@ class HFGenerateServer:
         unknown = set(sampling_params) - _SAMPLING_KEYS
         if unknown:
             logger.warning("hf rollout ignores sampling params %s", sorted(unknown))
-        inputs = self._model_inputs(prompt_ids, image_data)
         want_logprobs = bool(sampling_params.get("logprobs", False))
         if sampling_params.get("seed") is not None:  # requests are served one at a time: the global RNG is ours
             torch.manual_seed(int(sampling_params["seed"]))
+        if self.settings.answer_tokens and float(torch.rand(())) < self.settings.answer_share:
+            return self._answer_format(prompt_ids, sampling_params, image_data, want_logprobs)
+        inputs = self._model_inputs(prompt_ids, image_data)
         out = self.model.generate(
             **inputs,
             **self._generation_kwargs(len(prompt_ids), sampling_params),
@@ -158,6 +187,26 @@ class HFGenerateServer:
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
+
+    def _answer_format(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], image_data: list[Any] | None, want_logprobs: bool
+    ) -> TokenOutput:
+        """The answer-format stand-in (module docstring): `<answer>` + N sampled tokens + `</answer>` + end."""
+        opened = list(prompt_ids) + self.answer_open_ids
+        kwargs = self._generation_kwargs(len(opened), sampling_params)
+        kwargs.update(max_new_tokens=self.settings.answer_tokens, min_new_tokens=self.settings.answer_tokens)
+        out = self.model.generate(**self._model_inputs(opened, image_data), **kwargs)
+        answer = out[0, len(opened) :].tolist()
+        token_ids = [*self.answer_open_ids, *answer, *self.answer_close_ids, self.tokenizer.eos_token_id]
+        log_probs = None
+        if want_logprobs:  # the policy's log-probs of every response token, written or sampled (one forward)
+            logits = self.model(**self._model_inputs(list(prompt_ids) + token_ids, image_data)).logits[0].float()
+            logits = logits[len(prompt_ids) - 1 : -1] / max(float(sampling_params.get("temperature", 1.0)), 1e-6)
+            logits[:, self.banned_token_ids] = float("-inf")  # [response, vocab], as generate's suppression
+            chosen = torch.tensor(token_ids)[:, None]  # [response, 1]
+            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, chosen)[:, 0].tolist()
+        steps = {"global_steps": self.global_steps}
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason="completed", extra_fields=steps)
 
     def _model_inputs(self, prompt_ids: list[int], image_data: list[Any] | None) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask plus the image tensors; checks the prompt's image placeholders match them."""

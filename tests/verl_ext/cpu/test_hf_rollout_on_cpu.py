@@ -140,3 +140,74 @@ def test_settings_from_verl_configs(model_dir: Path) -> None:
     rollout.engine_kwargs.hf = {"unknown": 1}
     with pytest.raises(ValueError, match="unknown"):
         HFGenerationSettings.from_verl(rollout, model)
+
+
+def _answer_server(model_dir: Path, share: float = 1.0, response_length: int = 24) -> HFGenerateServer:
+    settings = HFGenerationSettings(
+        model_path=str(model_dir),
+        prompt_length=256,
+        response_length=response_length,
+        answer_tokens=4,
+        answer_share=share,
+    )
+    return HFGenerateServer(settings)
+
+
+def test_answer_format_wraps_four_sampled_tokens_in_the_tags(model_dir: Path) -> None:
+    from verl_ext.domain_loss import answer_span
+
+    server = _answer_server(model_dir)
+    image = _image()
+    prompt = _prompt_ids(server, image)
+    out = server.generate_sync(prompt, {"temperature": 1.0, "seed": 3, "logprobs": True}, [image])
+    pieces = [server.tokenizer.decode([t]) for t in out.token_ids]
+    # <answer> is 8 byte tokens, </answer> 9, then <|im_end|>: 8 + 4 + 9 + 1 = 22 tokens
+    assert len(out.token_ids) == 22 and len(out.log_probs) == 22 and all(lp <= 0.0 for lp in out.log_probs)
+    assert "".join(pieces[:8]) == "<answer>" and "".join(pieces[12:]) == "</answer><|im_end|>"
+    assert answer_span(pieces) == [False] * 8 + [True] * 4 + [False] * 10
+    # the 4 answer tokens are the policy's own sample after `<answer>` (same seed, plain generate)
+    opened = prompt + server.answer_open_ids
+    torch.manual_seed(3)
+    torch.rand(())  # the share draw
+    with torch.no_grad():
+        ref = server.model.generate(
+            **server._model_inputs(opened, [image]),
+            **{
+                **server._generation_kwargs(len(opened), {"temperature": 1.0}),
+                "max_new_tokens": 4,
+                "min_new_tokens": 4,
+            },
+        )
+    assert out.token_ids[8:12] == ref[0, len(opened) :].tolist()
+    # the log-probs are the policy's (vision tokens suppressed), here against generate's own first-step logits
+    raw = server.model.generate(
+        **server._model_inputs(opened, [image]),
+        **{**server._generation_kwargs(len(opened), {"temperature": 1.0}), "max_new_tokens": 1},
+        return_dict_in_generate=True,
+        output_logits=True,
+    ).logits[0][0]
+    raw[server.banned_token_ids] = float("-inf")
+    assert out.log_probs[8] == pytest.approx(torch.log_softmax(raw.float(), -1)[out.token_ids[8]].item(), abs=1e-5)
+    assert server.generate_sync(prompt, {"temperature": 1.0, "seed": 3}, [image]).token_ids == out.token_ids
+
+
+def test_answer_share_wraps_a_seeded_share_of_requests(model_dir: Path) -> None:
+    server = _answer_server(model_dir, share=0.5)
+    image = _image()
+    prompt = _prompt_ids(server, image)
+    tags = server.answer_open_ids
+    wrapped = [server.generate_sync(prompt, {"seed": s}, [image]).token_ids[:8] == tags for s in range(16)]
+    assert 0 < sum(wrapped) < 16  # P(all 16 alike) = 2 · 2^-16
+    assert wrapped == [server.generate_sync(prompt, {"seed": s}, [image]).token_ids[:8] == tags for s in range(16)]
+
+
+def test_answer_format_settings_are_checked(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="answer_tokens=4 makes responses of 22 tokens"):
+        _answer_server(model_dir, response_length=21)
+    with pytest.raises(ValueError, match="answer_share in"):
+        HFGenerationSettings(model_path=str(model_dir), prompt_length=8, response_length=8, answer_share=1.5)
+    rollout = OmegaConf.create(
+        {"prompt_length": 64, "response_length": 24, "seed": 0, "engine_kwargs": {"hf": {"answer_tokens": 4}}}
+    )
+    settings = HFGenerationSettings.from_verl(rollout, OmegaConf.create({"path": str(model_dir)}))
+    assert (settings.answer_tokens, settings.answer_share) == (4, 1.0)
