@@ -110,6 +110,9 @@ def run(
 
     if not config.trainer.use_v1:
         raise ValueError("the recipes run on verl's v1 trainer only: set trainer.use_v1=true")
+    from recipe.common.lost_rollouts import lost_rollouts_policy
+
+    lost_rollouts_policy(config)  # a bad domain_recipe.lost_rollouts fails here, not after the first rollout
     validate(config)
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))

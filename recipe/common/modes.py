@@ -24,7 +24,19 @@ class SyncTrainerMode:
     verl 0.9.1 tests ``self.trainer_mode == "sync"`` (trainer_base.py:153 replay buffer, 731 dataloader refill,
     902/912/1004/1499 checkpoint and TransferQueue state), and ``PPOTrainer.__init__`` assigns the configured name;
     a new name would get the async replay buffer. This mode reports ``"sync"`` whatever name selected it.
+
+    Each step it also counts the responses verl's loop lost to failed rollout requests (``recipe/lost_rollouts``,
+    ``recipe/incomplete_groups``; ``domain_recipe.lost_rollouts``: warn | error; ``recipe/common/lost_rollouts.py``).
     """
+
+    def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
+        from recipe.common.lost_rollouts import check_lost_rollouts, lost_rollouts_policy
+
+        n = self.config.actor_rollout_ref.rollout.n
+        tags = list(getattr(batch, "tags", None) or [])
+        policy = lost_rollouts_policy(self.config)
+        metrics.update(check_lost_rollouts(batch.keys, n, policy, tags, getattr(self, "global_steps", None)))
+        return super()._compute_advantage(batch, metrics)
 
     @property
     def trainer_mode(self) -> str:
