@@ -33,7 +33,8 @@ from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, exit_
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
-ORDER = ("grpo", "dc_dr", "dc", "dr")
+# grpo, the three answer-span variants, and dc_dr over the whole response (the control of the scope)
+ORDER = ("grpo", "dc_dr_ans", "dr_ans", "dc_ans", "dc_dr")
 # verl training metrics averaged over seeds per step (the side-by-side curves)
 CURVE_KEYS = ("critic/score/mean", "domain/js_mean", "domain/consistency_weight_mean", "actor/domain_loss")
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "bench_effect_out"), help="work folder (resumable)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(ORDER))
-    p.add_argument("--steps", type=int, default=24, help="RL steps per run (the demo: 16)")
+    p.add_argument("--steps", type=int, default=d.rl_steps, help="RL steps per run (default: the demo's)")
     p.add_argument("--sft-steps", type=int, default=d.sft_steps)
     p.add_argument("--dc-weight", type=float, default=d.dc_weight)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -204,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     warm = summary(pipe.evaluate("warm_start", pipe.sft_warm_start()))
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
-    # grpo and dc_dr over every seed first, then the single-term ablations (a cut-short run still has the main pair)
-    main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
-    plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
+    # seed by seed, every variant (a cut-short bench still has complete seeds to pair against grpo)
+    plan = [(s, v) for s in seeds for v in variants]
     for seed, v in plan:
         if args.collect_only and pipe.trained_model(v, seed) is None:
             print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
