@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dc-weight", type=float, default=d.dc_weight)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows (0: all 144)")
+    p.add_argument("--first", default="grpo,dc_ans,dc_dr_ans", help="variants run over every seed before the rest")
     p.add_argument("--collect-only", action="store_true", help="report the runs already done, start no new one")
     p.add_argument("--out", default=None, help="bench/RESULTS.md to update (section effect)")
     args = p.parse_args(argv)
@@ -286,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     images: dict[str, dict[int, dict]] = {v: {} for v in variants}
     train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
-    # seed by seed, every variant (a cut-short bench still has complete seeds to pair against grpo)
-    plan = [(s, v) for s in seeds for v in variants]
+    # the --first variants over every seed, then the others seed by seed (a cut-short bench keeps complete pairs)
+    first = [v for v in variants if v in args.first.split(",")]
+    plan = [(s, v) for s in seeds for v in first] + [(s, v) for s in seeds for v in variants if v not in first]
     for seed, v in plan:
-        if args.collect_only and pipe.trained_model(v, seed) is None:
+        evaluated = (pipe.out / "eval" / pipe.run_name(v, seed) / "metrics.json").exists()
+        if args.collect_only and (pipe.trained_model(v, seed) is None or not evaluated):
             print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
             continue
         trained = pipe.rl(v, seed)
