@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -160,7 +161,8 @@ def markdown(result: Mapping) -> str:
         "excludes zero (bold).**",
         "",
         f"`python bench/bench_effect.py --work /work/bench_effect_out --seeds {seeds} --out bench/RESULTS.md` "
-        f"({result['machine']}, shared with other jobs; {result['minutes']:.0f} min for what ran in this call). One "
+        f"({result['machine']}, shared with other jobs; per run {pm(result['step_minutes']['rl'], 1)} min of RL and "
+        f"{pm(result['step_minutes']['eval'], 1)} min of evaluation, the steps' wall times). One "
         f"shared warm start: the tiny Qwen2.5-VL after {st['sft_steps']} steps of verl's SFT trainer (batch "
         f"{st['sft_batch']}) on the demo-rs train tiles; from it, per seed and variant, {st['rl_steps']} RL steps "
         f"through verl's loop on CPU, deterministic (`stand_in=cpu_tiny`; {st['batch_size']} prompts x n={st['n']}, "
@@ -229,9 +231,16 @@ def markdown(result: Mapping) -> str:
     per_seed = ", ".join(
         f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.4g}" for v in variants if s in result["runs"][v])
         for s in result["seeds"]
+        if any(s in result["runs"][v] for v in variants)
     )
     lines += ["", f"Held-out JS per seed: {per_seed}."]
     return "\n".join(lines)
+
+
+def step_seconds(out: Path, step: str) -> float:
+    """The wall time a finished step took (its `.done` marker's `seconds`; NaN without one)."""
+    marker = out / ".done" / f"{step}.json"
+    return float(json.loads(marker.read_text()).get("seconds", "nan")) if marker.exists() else float("nan")
 
 
 def run_means(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, list[float]]:
@@ -314,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "minutes": (time.monotonic() - started) / 60,
+        "step_minutes": {
+            kind: [step_seconds(pipe.out, f"{kind}_{pipe.run_name(v, s)}") / 60 for v in variants for s in runs[v]]
+            for kind in ("rl", "eval")
+        },
         "random": random,
         "warm_start": warm,
         "runs": runs,
