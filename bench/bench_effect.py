@@ -47,6 +47,8 @@ CURVE_KEYS = (
     "actor/domain_loss",
     "actor/domain_divergence_token_mean",
 )
+# the run-mean table: the curves' metrics plus the largest D_i of a step and how far DR moved an advantage
+RUN_MEAN_KEYS = (*CURVE_KEYS, "domain/js_max", "domain/advantage_abs_change_max")
 
 
 def curves(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, dict[int, list[float]]]:
@@ -220,7 +222,7 @@ def markdown(result: Mapping) -> str:
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "Training metrics (verl's, per step: mean over the run's steps, then mean ± std over seeds; "]
     lines[-1] += "curves in `bench/effect_curves.png`):"
-    keys = [k for k in CURVE_KEYS if any(k in result["curves"][v] for v in variants)]
+    keys = [k for k in RUN_MEAN_KEYS if any(k in result["run_means"][v] for v in variants)]
     lines += ["", "| variant | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for v in variants:
         cells = []
@@ -244,11 +246,11 @@ def step_seconds(out: Path, step: str) -> float:
 
 
 def run_means(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, list[float]]:
-    """{metric: [mean over the run's steps, per seed]} of the `CURVE_KEYS` a run logged."""
+    """{metric: [mean over the run's steps, per seed]} of the `RUN_MEAN_KEYS` a run logged."""
     out: dict[str, list[float]] = {}
     for seed in sorted(train):
         steps = train[seed].values()
-        for key in CURVE_KEYS:
+        for key in RUN_MEAN_KEYS:
             values = [float(m[key]) for m in steps if key in m]
             if values:
                 out.setdefault(key, []).append(statistics.fmean(values))
