@@ -141,15 +141,11 @@ def paired(images: Mapping[str, Mapping[int, Mapping]], variants: Sequence[str],
     return out
 
 
-def _ci(e: Mapping, key: str, digits: int = 3) -> str:
+def _ci(e: Mapping, key: str, fmt: str = "+.3f") -> str:
     """`value [low, high]` of a paired_comparison entry (`key`: delta or ratio); bold when it excludes 0 (or 1)."""
     value, lo, hi = e[key], e[f"{key}_low"], e[f"{key}_high"]
     null = 0.0 if key == "delta" else 1.0
-    cell = (
-        f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-        if key == "delta"
-        else (f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
-    )
+    cell = f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
     return f"**{cell}**" if (lo > null or hi < null) else cell
 
 
@@ -207,10 +203,10 @@ def markdown(result: Mapping) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for v, e in pairs.items():
-            per_seed = ", ".join(f"{d:+.4f}" for d in e["js"]["per_seed_delta"].values())
+            per_seed = ", ".join(f"{d:+.1e}" for d in e["js"]["per_seed_delta"].values())
             lines.append(
-                f"| {v} | {_ci(e['js'], 'delta', 4)} | {_ci(e['js'], 'ratio')} | {_ci(e['agreement'], 'delta')} "
-                f"| {_ci(e['accuracy'], 'delta')} | {_ci(e['accuracy_transformed'], 'delta')} | {per_seed} |"
+                f"| {v} | {_ci(e['js'], 'delta', '+.2e')} | {_ci(e['js'], 'ratio', '.4f')} "
+                f"| {_ci(e['agreement'], 'delta')} | {_ci(e['accuracy'], 'delta')} | {_ci(e['accuracy_transformed'], 'delta')} | {per_seed} |"
             )
     views = list(agg[variants[0]]["accuracy_per_view"])
     lines += ["", "Held-out accuracy per view (mean ± std over seeds):", ""]
