@@ -206,7 +206,8 @@ def markdown(result: Mapping) -> str:
             per_seed = ", ".join(f"{d:+.1e}" for d in e["js"]["per_seed_delta"].values())
             lines.append(
                 f"| {v} | {_ci(e['js'], 'delta', '+.2e')} | {_ci(e['js'], 'ratio', '.4f')} "
-                f"| {_ci(e['agreement'], 'delta')} | {_ci(e['accuracy'], 'delta')} | {_ci(e['accuracy_transformed'], 'delta')} | {per_seed} |"
+                f"| {_ci(e['agreement'], 'delta')} | {_ci(e['accuracy'], 'delta')} "
+                f"| {_ci(e['accuracy_transformed'], 'delta')} | {per_seed} |"
             )
     views = list(agg[variants[0]]["accuracy_per_view"])
     lines += ["", "Held-out accuracy per view (mean ± std over seeds):", ""]
