@@ -1,21 +1,24 @@
-"""The effect of the domain terms on held-out cross-view consistency: grpo vs dc_dr vs dc vs dr, over seeds, on CPU.
+"""The effect of the domain terms on held-out cross-view consistency, over seeds, on CPU: grpo vs the answer-span
+variants (dc_ans, dr_ans, dc_dr_ans) and dc_dr over the whole response (the scope's control).
 
 The demo's comparison (`python -m recipe.domain_grpo.demo`) repeated: ONE shared warm start (the tiny Qwen2.5-VL after
 verl's SFT trainer on the demo-rs train tiles, built once), then for every seed and variant an RL run through verl's
-loop (`examples/run_tiny_cpu.sh`, same data order, seed = rollout seed + transform seed) with the real task's
-exact-match reward, then the evaluation CLI on the held-out tiles under the 7 non-identity symmetries of the square.
-Reports mean ± std over seeds (sample std) of held-out accuracy per view, answer agreement and cross-view JS, and the
-ratio of each variant's held-out JS to GRPO's at equal steps (per seed, then mean ± std).
+loop (`examples/run_tiny_cpu.sh`, `stand_in=cpu_tiny`: deterministic; same data order, seed = rollout seed + transform
+seed) with the real task's exact-match reward, then the evaluation CLI on the held-out tiles under the 7 non-identity
+symmetries of the square. Reports mean ± std over seeds (sample std) of held-out accuracy per view, answer agreement
+and cross-view JS, each variant's held-out JS over GRPO's per seed, and a paired 95% interval against GRPO per
+number: items (seed, held-out image), resampled by image (`bench/effect_pairs.py`).
 
 A measurement, not a test: nothing here asserts an effect. Runs are resumable (`<work>/.done/`).
 
-    python bench/bench_effect.py --work bench_effect_out --seeds 0,1,2 --steps 24 --out bench/RESULTS.md
+    python bench/bench_effect.py --work /work/bench_effect_out --seeds 0,1,2 --out bench/RESULTS.md
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -27,15 +30,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.effect_pairs import IMAGE_METRICS, image_values, paired_comparison, per_seed_delta, read_predictions  # noqa: E402
 from bench.results_file import replace_section  # noqa: E402
 from recipe.common.runs import read_metrics  # noqa: E402
 from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, exit_on_sigterm  # noqa: E402
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
-ORDER = ("grpo", "dc_dr", "dc", "dr")
+# grpo, the three answer-span variants, and dc_dr over the whole response (the control of the scope)
+ORDER = ("grpo", "dc_dr_ans", "dr_ans", "dc_ans", "dc_dr")
 # verl training metrics averaged over seeds per step (the side-by-side curves)
-CURVE_KEYS = ("critic/score/mean", "domain/js_mean", "domain/consistency_weight_mean", "actor/domain_loss")
+CURVE_KEYS = (
+    "critic/score/mean",
+    "domain/js_mean",
+    "domain/empty_scope_count",
+    "actor/domain_loss",
+    "actor/domain_divergence_token_mean",
+)
+# the run-mean table: the curves' metrics plus the largest D_i of a step and how far DR moved an advantage
+RUN_MEAN_KEYS = (*CURVE_KEYS, "domain/js_max", "domain/advantage_abs_change_max")
 
 
 def curves(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, dict[int, list[float]]]:
@@ -57,7 +70,7 @@ def plot_curves(path: Path, all_curves: Mapping[str, Mapping[str, Mapping[int, l
     from verl_ext.evaluation.plots import pyplot, save_figure_atomic
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(18, 4))
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS), 4))
     for ax, key in zip(axes, CURVE_KEYS):
         for i, (variant, c) in enumerate(all_curves.items()):
             if key not in c:
@@ -112,22 +125,57 @@ def aggregate(runs: Mapping[str, Mapping[int, Mapping]], variants: Sequence[str]
     return out
 
 
+def paired(images: Mapping[str, Mapping[int, Mapping]], variants: Sequence[str], base: str = "grpo") -> dict:
+    """{variant: {metric: paired_comparison vs `base` + its per-seed deltas}} for every variant but `base`."""
+    out: dict[str, dict] = {}
+    if base not in images:
+        return out
+    for v in variants:
+        if v == base or not images.get(v):
+            continue
+        out[v] = {}
+        for metric in IMAGE_METRICS:
+            entry = paired_comparison(images[base], images[v], metric)
+            entry["per_seed_delta"] = per_seed_delta(images[base], images[v], metric)
+            out[v][metric] = entry
+    return out
+
+
+def _ci(e: Mapping, key: str, fmt: str = "+.3f") -> str:
+    """`value [low, high]` of a paired_comparison entry (`key`: delta or ratio); bold when it excludes 0 (or 1)."""
+    value, lo, hi = e[key], e[f"{key}_low"], e[f"{key}_high"]
+    null = 0.0 if key == "delta" else 1.0
+    cell = f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    return f"**{cell}**" if (lo > null or hi < null) else cell
+
+
 def markdown(result: Mapping) -> str:
     """The RESULTS.md section body."""
     st, agg, warm = result["settings"], result["aggregate"], result["warm_start"]
     variants = list(agg)
+    seeds = ",".join(map(str, result["seeds"]))
     lines = [
-        f"`python bench/bench_effect.py --seeds {','.join(map(str, result['seeds']))} --steps {st['rl_steps']}` "
-        f"({result['machine']}, {result['minutes']:.0f} min). One shared warm start: the tiny Qwen2.5-VL after "
-        f"{st['sft_steps']} steps of verl's SFT trainer (batch {st['sft_batch']}) on the demo-rs train tiles; from it, "
-        f"per seed and variant, {st['rl_steps']} RL steps through verl's loop on CPU ({st['batch_size']} prompts x "
-        f"n={st['n']}, lr {st['lr']:g}, DC λ={st['dc_weight']:g} where DC is on, exact-match reward), then the "
-        f"evaluation CLI on {warm['rows']} held-out tiles under the 7 non-identity symmetries of the square. "
-        "Mean ± sample std over seeds; JS in bits on the answer distribution (teacher-forced on the original view's "
-        "response), agreement = same valid answer as on the original view.",
+        "**On a tiny CPU model this checks the machinery; it shows an effect only where a paired interval below "
+        "excludes zero (bold).**",
         "",
-        f"Warm start (before RL): accuracy {warm['accuracy']:.3f}, agreement {warm['agreement']:.3f}, held-out JS "
-        f"{warm['js']:.3g} (random tiny model: {result['random']['js']:.3g}).",
+        f"`python bench/bench_effect.py --work /work/bench_effect_out --seeds {seeds} --out bench/RESULTS.md` "
+        f"({result['machine']}, shared with other jobs; per run {pm(result['step_minutes']['rl'], 1)} min of RL and "
+        f"{pm(result['step_minutes']['eval'], 1)} min of evaluation, the steps' wall times). One "
+        f"shared warm start: the tiny Qwen2.5-VL after {st['sft_steps']} steps of verl's SFT trainer (batch "
+        f"{st['sft_batch']}) on the demo-rs train tiles; from it, per seed and variant, {st['rl_steps']} RL steps "
+        f"through verl's loop on CPU, deterministic (`stand_in=cpu_tiny`; {st['batch_size']} prompts x n={st['n']}, "
+        f"lr {st['lr']:g}, DC λ={st['dc_weight']:g} where DC is on, exact-match reward, transforms rot90/180/270), "
+        f"then the evaluation CLI on {warm['rows']} held-out tiles under the 7 non-identity symmetries of the square. "
+        "`*_ans`: the term(s) only over the tokens inside `<answer>…</answer>` (`domain.constraint.scope=answer`, "
+        "`domain.shaping.scope=answer`); `dc_dr`: over the whole response (the control). JS in bits on the answer "
+        "distribution (teacher-forced on the original view's response), agreement = same valid answer as on the "
+        "original view.",
+        "",
+        f"Warm start (before RL): accuracy {warm['accuracy']:.3f} (transforms {warm['accuracy_transformed']:.3f}), "
+        f"agreement {warm['agreement']:.3f}, held-out JS {warm['js']:.3g} (random tiny model: "
+        f"{result['random']['js']:.3g}).",
+        "",
+        "Mean ± sample std over seeds (one number per run):",
         "",
         "| variant | held-out JS | JS / GRPO (same seed) | agreement | acc (original) | acc (7 transforms) "
         "| last training reward |",
@@ -140,6 +188,27 @@ def markdown(result: Mapping) -> str:
             f"| {v} | {pm(a['js'], sci=True)} | {ratio} | {pm(a['agreement'])} | {pm(a['accuracy'])} "
             f"| {pm(a['accuracy_transformed'])} | {pm(a['train_reward_last'])} |"
         )
+    pairs = result.get("paired", {})
+    if pairs:
+        n = next(iter(next(iter(pairs.values())).values()))
+        lines += [
+            "",
+            f"Paired against GRPO: variant − grpo over the {n['n_items']} (seed, held-out image) items both have, "
+            f"95% percentile bootstrap over the {n['n_images']} images (an image's items over seeds drawn together, "
+            "both arms with the same draw; `bench/effect_pairs.py`, `verl_ext.stats.paired_cluster_bootstrap`). "
+            "The interval conditions on these seeds' runs; the per-seed deltas show the seed spread.",
+            "",
+            "| variant | Δ held-out JS | JS ratio to GRPO | Δ agreement | Δ acc (original) | Δ acc (transforms) "
+            "| Δ JS per seed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for v, e in pairs.items():
+            per_seed = ", ".join(f"{d:+.1e}" for d in e["js"]["per_seed_delta"].values())
+            lines.append(
+                f"| {v} | {_ci(e['js'], 'delta', '+.2e')} | {_ci(e['js'], 'ratio', '.4f')} "
+                f"| {_ci(e['agreement'], 'delta')} | {_ci(e['accuracy'], 'delta')} "
+                f"| {_ci(e['accuracy_transformed'], 'delta')} | {per_seed} |"
+            )
     views = list(agg[variants[0]]["accuracy_per_view"])
     lines += ["", "Held-out accuracy per view (mean ± std over seeds):", ""]
     lines += ["| variant | " + " | ".join(views) + " |", "|---" * (len(views) + 1) + "|"]
@@ -148,21 +217,41 @@ def markdown(result: Mapping) -> str:
     for v in variants:
         cells = [pm(agg[v]["accuracy_per_view"][view], 2) for view in views]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    steps = sorted({s for c in result["curves"].values() for s in c.get("critic/score/mean", {})})
-    picks = sorted({steps[0], steps[len(steps) // 2], steps[-1]}) if steps else []
-    lines += ["", "Training curves (verl's metrics, mean ± std over seeds; `bench/effect_curves.png`):", ""]
-    lines += ["| variant | metric | " + " | ".join(f"step {s}" for s in picks) + " |"]
-    lines.append("|---|---|" + "---|" * len(picks))
+    lines += ["", "Training metrics (verl's, per step: mean over the run's steps, then mean ± std over seeds; "]
+    lines[-1] += "curves in `bench/effect_curves.png`):"
+    keys = [k for k in RUN_MEAN_KEYS if any(k in result["run_means"][v] for v in variants)]
+    lines += ["", "| variant | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for v in variants:
-        for key, per_step in result["curves"][v].items():
-            cells = [pm(per_step[s], sci=key != "critic/score/mean") if s in per_step else "–" for s in picks]
-            lines.append(f"| {v} | `{key}` | " + " | ".join(cells) + " |")
+        cells = []
+        for k in keys:
+            per_seed = result["run_means"][v].get(k)
+            cells.append(pm(per_seed, sci=k != "critic/score/mean") if per_seed else "–")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     per_seed = ", ".join(
-        f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.3g}" for v in variants if s in result["runs"][v])
+        f"seed {s}: " + " / ".join(f"{v} {result['runs'][v][s]['js']:.4g}" for v in variants if s in result["runs"][v])
         for s in result["seeds"]
+        if any(s in result["runs"][v] for v in variants)
     )
-    lines += ["", f"Held-out JS per seed ({' / '.join(variants)}): {per_seed}."]
+    lines += ["", f"Held-out JS per seed: {per_seed}."]
     return "\n".join(lines)
+
+
+def step_seconds(out: Path, step: str) -> float:
+    """The wall time a finished step took (its `.done` marker's `seconds`; NaN without one)."""
+    marker = out / ".done" / f"{step}.json"
+    return float(json.loads(marker.read_text()).get("seconds", "nan")) if marker.exists() else float("nan")
+
+
+def run_means(train: Mapping[int, Mapping[int, Mapping[str, float]]]) -> dict[str, list[float]]:
+    """{metric: [mean over the run's steps, per seed]} of the `RUN_MEAN_KEYS` a run logged."""
+    out: dict[str, list[float]] = {}
+    for seed in sorted(train):
+        steps = train[seed].values()
+        for key in RUN_MEAN_KEYS:
+            values = [float(m[key]) for m in steps if key in m]
+            if values:
+                out.setdefault(key, []).append(statistics.fmean(values))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "bench_effect_out"), help="work folder (resumable)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(ORDER))
-    p.add_argument("--steps", type=int, default=24, help="RL steps per run (the demo: 16)")
+    p.add_argument("--steps", type=int, default=d.rl_steps, help="RL steps per run (default: the demo's)")
     p.add_argument("--sft-steps", type=int, default=d.sft_steps)
     p.add_argument("--dc-weight", type=float, default=d.dc_weight)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows (0: all 144)")
+    p.add_argument("--first", default="grpo,dc_ans,dc_dr_ans", help="variants run over every seed before the rest")
     p.add_argument("--collect-only", action="store_true", help="report the runs already done, start no new one")
     p.add_argument("--out", default=None, help="bench/RESULTS.md to update (section effect)")
     args = p.parse_args(argv)
@@ -203,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     random = summary(random_pipe.evaluate("random", pipe.base_model))
     warm = summary(pipe.evaluate("warm_start", pipe.sft_warm_start()))
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    images: dict[str, dict[int, dict]] = {v: {} for v in variants}
     train_logs: dict[str, dict[int, dict]] = {v: {} for v in variants}
-    # grpo and dc_dr over every seed first, then the single-term ablations (a cut-short run still has the main pair)
-    main_pair = [v for v in variants if v in ("grpo", "dc_dr")]
-    plan = [(s, v) for s in seeds for v in main_pair] + [(s, v) for s in seeds for v in variants if v not in main_pair]
+    # the --first variants over every seed, then the others seed by seed (a cut-short bench keeps complete pairs)
+    first = [v for v in variants if v in args.first.split(",")]
+    plan = [(s, v) for s in seeds for v in first] + [(s, v) for s in seeds for v in variants if v not in first]
     for seed, v in plan:
-        if args.collect_only and pipe.trained_model(v, seed) is None:
+        evaluated = (pipe.out / "eval" / pipe.run_name(v, seed) / "metrics.json").exists()
+        if args.collect_only and (pipe.trained_model(v, seed) is None or not evaluated):
             print(f"[bench] seed {seed} {v}: not run (--collect-only)", flush=True)
             continue
         trained = pipe.rl(v, seed)
@@ -217,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         s["train_reward_last"] = train[max(train)]["critic/score/mean"]
         train_logs[v][seed] = train
         runs[v][seed] = s
+        images[v][seed] = image_values(
+            read_predictions(pipe.out / "eval" / pipe.run_name(v, seed) / "predictions.jsonl")
+        )
         print(
             f"[bench] seed {seed} {v}: held-out JS {s['js']:.3g}, agreement {s['agreement']:.3f}, "
             f"acc {s['accuracy']:.3f}",
@@ -227,11 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "minutes": (time.monotonic() - started) / 60,
+        "step_minutes": {
+            kind: [step_seconds(pipe.out, f"{kind}_{pipe.run_name(v, s)}") / 60 for v in variants for s in runs[v]]
+            for kind in ("rl", "eval")
+        },
         "random": random,
         "warm_start": warm,
         "runs": runs,
         "aggregate": aggregate(runs, [v for v in variants if runs[v]]),
+        "paired": paired(images, [v for v in variants if runs[v]]),
         "curves": {v: curves(train_logs[v]) for v in variants if runs[v]},
+        "run_means": {v: run_means(train_logs[v]) for v in variants if runs[v]},
+        "images": images,
     }
     write_json_atomic(Path(args.work) / "bench_effect.json", result)
     body = markdown(result)

@@ -30,12 +30,38 @@ from recipe.common.sft import cpu_sft_command as sft_command
 from recipe.common.steps import Runner, Step, StepFailed
 
 REPO = Path(__file__).resolve().parents[2]
-# The RL variants: the method preset (recipe/domain_grpo/config/method/<name>.yaml) and whether it has a DC term.
+# The RL variants: the method preset (recipe/domain_grpo/config/method/<name>.yaml), whether it has a DC term, and
+# optional extra Hydra overrides (part of the run's command, so of its step key; the variant name is in the run name).
+# `dc`, `dr`, `dc_dr`: the terms over every response token (the config's default scope); `*_ans`: only over the
+# tokens inside <answer>…</answer> (`domain.{constraint,shaping}.scope=answer`).
+ANSWER_SCOPE_DC = "domain.constraint.scope=answer"
+ANSWER_SCOPE_DR = "domain.shaping.scope=answer"
 VARIANTS: dict[str, dict[str, object]] = {
     "grpo": {"method": "grpo", "estimator": "grpo", "dc": False, "label": "GRPO"},
     "dc_dr": {"method": "dc_dr", "estimator": "domain_grpo", "dc": True, "label": "GRPO + DC + DR"},
     "dc": {"method": "dc", "estimator": "domain_grpo", "dc": True, "label": "GRPO + DC"},
     "dr": {"method": "dr", "estimator": "domain_grpo", "dc": False, "label": "GRPO + DR"},
+    "dc_ans": {
+        "method": "dc",
+        "estimator": "domain_grpo",
+        "dc": True,
+        "label": "GRPO + DC (answer span)",
+        "overrides": (ANSWER_SCOPE_DC,),
+    },
+    "dr_ans": {
+        "method": "dr",
+        "estimator": "domain_grpo",
+        "dc": False,
+        "label": "GRPO + DR (answer span)",
+        "overrides": (ANSWER_SCOPE_DR,),
+    },
+    "dc_dr_ans": {
+        "method": "dc_dr",
+        "estimator": "domain_grpo",
+        "dc": True,
+        "label": "GRPO + DC + DR (answer span)",
+        "overrides": (ANSWER_SCOPE_DC, ANSWER_SCOPE_DR),
+    },
 }
 # The whitelist of every demo-rs row (data_prep/whitelist.py): the square's 8 symmetries.
 D4_TRANSFORMS = ("rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse")
@@ -236,6 +262,7 @@ class Pipeline:
         ]
         if spec["dc"]:
             overrides.append(f"domain.constraint.weight={s.dc_weight}")
+        overrides += variant_overrides(variant)
         argv = ["bash", REPO / "examples" / "run_tiny_cpu.sh", *overrides]
         # the script reads its settings from the environment: part of the step's command, as the argv
         self.step(f"rl_{self.run_name(variant, seed)}", argv, [run / "ckpt" / LATEST_FILE], [run], env, True)
@@ -252,6 +279,12 @@ class Pipeline:
         # the same path may hold other weights (a rerun with other settings): the model folder is one of the inputs
         self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out])
         return json.loads((out / "metrics.json").read_text())
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """The extra Hydra overrides of `VARIANTS[variant]` (none for most)."""
+    extra = VARIANTS[variant].get("overrides", ())
+    return [str(o) for o in extra]  # type: ignore[union-attr]
 
 
 def saved_weights(ckpt: Path, step: str) -> Path:
