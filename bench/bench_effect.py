@@ -7,7 +7,7 @@ loop (`examples/run_tiny_cpu.sh`, `stand_in=cpu_tiny`: deterministic; same data 
 seed) with the real task's exact-match reward, then the evaluation CLI on the held-out tiles under the 7 non-identity
 symmetries of the square. Reports mean ± std over seeds (sample std) of held-out accuracy per view, answer agreement
 and cross-view JS, each variant's held-out JS over GRPO's per seed, and a paired 95% interval against GRPO per
-number: items (seed, held-out image), resampled by image (`bench/effect_pairs.py`).
+number: items (seed, held-out image), resampled by image (`verl_ext/evaluation/paired.py`).
 
 A measurement, not a test: nothing here asserts an effect. Runs are resumable (`<work>/.done/`).
 
@@ -30,11 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.effect_pairs import IMAGE_METRICS, image_values, paired_comparison, per_seed_delta, read_predictions  # noqa: E402
 from bench.results_file import replace_section  # noqa: E402
 from recipe.common.runs import read_metrics  # noqa: E402
 from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, exit_on_sigterm  # noqa: E402
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
+from verl_ext.evaluation.paired import IMAGE_METRICS, image_values, paired_comparison, per_seed_delta, read_predictions  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
 
 # grpo, the three answer-span variants, and dc_dr over the whole response (the control of the scope)
@@ -195,7 +195,8 @@ def markdown(result: Mapping) -> str:
             "",
             f"Paired against GRPO: variant − grpo over the {n['n_items']} (seed, held-out image) items both have, "
             f"95% percentile bootstrap over the {n['n_images']} images (an image's items over seeds drawn together, "
-            "both arms with the same draw; `bench/effect_pairs.py`, `verl_ext.stats.paired_cluster_bootstrap`). "
+            "both arms with the same draw; `verl_ext/evaluation/paired.py`, "
+            "`verl_ext.stats.paired_cluster_bootstrap`). "
             "The interval conditions on these seeds' runs; the per-seed deltas show the seed spread.",
             "",
             "| variant | Δ held-out JS | JS ratio to GRPO | Δ agreement | Δ acc (original) | Δ acc (transforms) "

@@ -1,4 +1,4 @@
-"""Per-image held-out numbers of one evaluation and paired intervals between two arms (bench/bench_effect.py).
+"""Per-image held-out numbers of one evaluation and paired intervals between two arms (bench/bench_effect.py, the demo).
 
 Every RL run of the bench is evaluated on the same held-out tiles, and runs of the same seed share the data order and
 the rollout seeds, so an arm (e.g. `dc_ans`) and GRPO are compared item by item: an item is one (seed, image) pair,

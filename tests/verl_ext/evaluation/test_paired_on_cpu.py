@@ -1,12 +1,12 @@
-"""bench/effect_pairs.py: per-image held-out numbers from predictions.jsonl records, and the paired (seed, image)
-comparison against GRPO with a bootstrap over images."""
+"""verl_ext/evaluation/paired.py: per-image held-out numbers from predictions.jsonl records, and the paired
+(seed, image) comparison against GRPO with a bootstrap over images."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.effect_pairs import image_values, paired_comparison, per_seed_delta
+from verl_ext.evaluation.paired import image_values, paired_comparison, per_seed_delta
 from verl_ext.stats import bootstrap_weights
 
 
