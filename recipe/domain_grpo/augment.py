@@ -32,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from recipe.common.lost_rollouts import POLICIES
 from recipe.domain_grpo.keys import VIEW_KEY
 from verl_ext.config_values import check_field_values
 from verl_ext.transforms import apply_transform, draw_transform
@@ -119,10 +120,14 @@ def extras_from_config(config: Any) -> tuple[AugmentConfig, OutputConstraintConf
 
     recipe = config.get("domain_recipe") or {}
     plain = OmegaConf.to_container(recipe, resolve=True) if OmegaConf.is_config(recipe) else dict(recipe)
-    known = {"actor_rollout_ref_worker", "augment", "oc", "rollout_seed", "deterministic"}
+    known = {"actor_rollout_ref_worker", "augment", "oc", "rollout_seed", "deterministic", "lost_rollouts"}
     unknown = sorted(set(plain) - known)
     if unknown:
         raise AgentExtrasConfigError(f"domain_recipe: unknown key(s) {unknown}; known: {sorted(known)}")
+    if plain.get("lost_rollouts", "warn") not in POLICIES:  # recipe/common/lost_rollouts.py
+        raise AgentExtrasConfigError(
+            f"domain_recipe.lost_rollouts={plain['lost_rollouts']!r}: choose one of {', '.join(POLICIES)}"
+        )
     if not isinstance(plain.get("deterministic", False), bool):
         raise AgentExtrasConfigError(f"domain_recipe.deterministic={plain['deterministic']!r} must be true or false")
     augment = _section(AugmentConfig, "augment", plain.get("augment"))

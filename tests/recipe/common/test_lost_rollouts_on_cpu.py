@@ -82,3 +82,12 @@ def test_every_recipe_mode_counts_before_verls_advantage():
     assert metrics == {"recipe/lost_rollouts": 1, "recipe/incomplete_groups": 1, "verl": True}
     with pytest.raises(LostRolloutsError, match="step 5"):
         _Mode("error")._compute_advantage(batch, {})
+
+
+def test_the_recipes_agent_config_accepts_the_key_and_refuses_a_bad_value():
+    # the agent loop's strict parse of `domain_recipe` (recipe/domain_grpo/augment.py) knows the key
+    from recipe.domain_grpo.augment import AgentExtrasConfigError, extras_from_config
+
+    extras_from_config(OmegaConf.create({"domain_recipe": {"lost_rollouts": "error"}}))
+    with pytest.raises(AgentExtrasConfigError, match="domain_recipe.lost_rollouts='drop': choose one of warn, error"):
+        extras_from_config(OmegaConf.create({"domain_recipe": {"lost_rollouts": "drop"}}))
