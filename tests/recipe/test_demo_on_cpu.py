@@ -39,7 +39,10 @@ def test_demo_writes_png_table_and_metrics(tmp_path: Path) -> None:
     assert set(paired) == {"js", "agreement", "accuracy", "accuracy_transformed"}
     for metric, r in paired.items():
         assert r["n_images"] == 2 and r["delta_low"] <= r["delta"] <= r["delta_high"], metric
-        assert r["base"] == pytest.approx(models["grpo"][metric]) and r["arm"] == pytest.approx(models["dc_dr"][metric])
+        # the per-image means re-derive the evaluation's own (JS: float precision at this tiny model's ~1e-8 bits)
+        same = {"rel": 1e-3, "abs": 1e-9}
+        assert r["base"] == pytest.approx(models["grpo"][metric], **same)
+        assert r["arm"] == pytest.approx(models["dc_dr"][metric], **same)
     for name in ("random", "warm_start", "grpo_seed0_steps1", "dc_dr_seed0_steps1"):
         assert (out / "eval" / name / "metrics.json").exists(), name
     for run in ("grpo_seed0_steps1", "dc_dr_seed0_steps1"):
