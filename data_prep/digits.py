@@ -2,8 +2,10 @@
 
     python -m data_prep digits --out data/digits        # train.parquet + test.parquet, 70/30 seeded split
 
-The source is `sklearn.datasets.load_digits` (the UCI "optical recognition of handwritten digits" test set, BSD-3 as
-shipped in scikit-learn's `datasets/data/digits.csv.gz`): 1797 real 8 x 8 scans, 43 writers, ink 0..16 per pixel.
+The source is `sklearn.datasets.load_digits` (the test set of UCI's "optical recognition of handwritten digits",
+shipped in scikit-learn's `datasets/data/digits.csv.gz`, BSD-3): 1797 real handwritten digits by 13 writers, each a
+32 x 32 bitmap reduced to 8 x 8 (a pixel = how many of its 4 x 4 block's 16 bits are ink, 0..16). The seeded split is
+over images, not writers: held-out digits are new images of writers also seen in training.
 Each image becomes an 8-bit grey image, ink light on dark (v * 255 / 16, rounded), upscaled by the converter's
 nearest-neighbour rule to `--min-size` (56: factor 7, each source pixel a 7 x 7 block, no value invented; the tiny
 Qwen2.5-VL reads 56 x 56 as 4 x 4 patches of 14 px = 4 merged image tokens), written as RGB PNG.
