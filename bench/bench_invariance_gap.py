@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recipe.common.runs import LATEST_FILE  # noqa: E402
+from recipe.common.sft import cpu_sft_command  # noqa: E402
 from recipe.domain_grpo import demo_pipeline  # noqa: E402
 from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Pipeline, Settings  # noqa: E402
 from verl_ext.stats import accuracy_statistic, paired_cluster_bootstrap  # noqa: E402
@@ -68,9 +71,29 @@ def _variant_registered(name: str) -> Iterator[None]:
 class DigitsPipeline(Pipeline):
     """The demo's Pipeline on the digits task with a sized tiny model."""
 
-    def __init__(self, out: str | Path, settings: Settings, size_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, out: str | Path, settings: Settings, size_args: Sequence[str] = (), sft_overrides: Sequence[str] = ()
+    ) -> None:
         super().__init__(out, settings)
         self.size_args = [str(a) for a in size_args]
+        self.sft_overrides = [str(a) for a in sft_overrides]
+
+    def sft_warm_start(self) -> Path:
+        """`Pipeline.sft_warm_start` with `sft_overrides` (verl SFT keys, e.g. `optim.betas=[0.9,0.99]`) appended."""
+        if not self.sft_overrides:
+            return super().sft_warm_start()
+        sft_rows = self.out / "sft" / "data.parquet"
+        convert = [sys.executable, "-m", "data_prep.sft", "--in", self.train_parquet, "--out", sft_rows]
+        self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
+        s, ckpt = self.s, self.sft_ckpt
+        epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
+        overrides = [f"trainer.total_epochs={epochs}", *self.sft_overrides]
+        argv, env = cpu_sft_command(
+            sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
+        )
+        env = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        self.step("sft", argv, [ckpt / LATEST_FILE], clean=[ckpt], env=env)
+        return self.warm_start
 
     def prepare_data(self) -> None:
         """scikit-learn's digits -> train (upright, 754 rows) / test (323 rows) parquet with the D4 whitelist."""
@@ -179,7 +202,7 @@ def size_args(args: argparse.Namespace) -> list[str]:
 def run_try(args: argparse.Namespace) -> dict:
     """One base: data, sized model, SFT on upright digits, evaluation on every view; its record."""
     s = settings_from(args)
-    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args))
+    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args), args.sft_override)
     start = time.perf_counter()
     pipe.prepare_data()
     pipe.build_model()
@@ -191,6 +214,7 @@ def run_try(args: argparse.Namespace) -> dict:
         "sft_steps": s.sft_steps,
         "sft_batch": s.sft_batch,
         "sft_lr": s.sft_lr,
+        "sft_overrides": args.sft_override,
         "sft_seconds": pipe.seconds.get("sft"),
         **evaluate_record(pipe, "sft", warm),
         "eval_seconds": pipe.seconds.get("eval_sft"),
@@ -301,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft-steps", type=int, default=400)
     p.add_argument("--sft-batch", type=int, default=16)
     p.add_argument("--sft-lr", type=float, default=3e-3)
+    p.add_argument("--sft-override", action="append", default=[], help="a verl SFT key=value (repeatable)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N test rows (0: all 323)")
     p.add_argument("--variants", default="grpo,grpo_da,dc,dc_dr")
     p.add_argument("--seeds", default="0,1")
