@@ -50,39 +50,9 @@ EXTRA_VARIANTS: dict[str, dict[str, object]] = {
 }
 SIZE_FIELDS = ("hidden", "layers", "vision_hidden", "vision_depth")
 TITLE = "Invariance gap: a base that reads upright digits only, and the domain terms from it (CPU, tiny model)"
-# The section's reading, written by hand from the recorded numbers (`report` puts it around the tables).
-NOTES_HEAD = [
-    "Task: `python -m data_prep digits` (scikit-learn's real handwritten 8 x 8 digits 0, 1, 3, 4, 7, 8; 6/9 and 2/5",
-    "left out because a symmetry turns one into the other; nearest-neighbour x7 to 56 x 56 = 4 image tokens; 754",
-    "train / 323 held-out images, seed 0). Base = the tiny Qwen2.5-VL, verl's SFT trainer on the UPRIGHT train images",
-    "only (the demo's `sft` path, `<think></think><answer>d</answer>`), then the evaluation CLI on the first 120",
-    "held-out images under the 8 symmetries. Gap = accuracy on the original view minus the mean accuracy over the 7",
-    "transformed views; 95% interval: percentile bootstrap over images, the 8 views of an image paired",
-    "(`verl_ext.stats.paired_cluster_bootstrap`, 2000 resamples). Chance = 1/6 = 0.167. CPU: 2 cores shared with",
-    "two other jobs for the whole run (load average 4-7), so the minutes are slow-machine minutes.",
-]
-NOTES_TAIL = [
-    "Tries that were stopped before their evaluation (not in the table; same data, default size, 16 per step,",
-    "lr 3e-3): t1_default_300 with verl's default Adam betas (0.9, 0.999), stopped at step 120 of 300 after ~10 min:",
-    "train loss 0.058; t2_default_400 (same, 400 steps), stopped at step 252 after ~16 min: loss 0.054. Both sat on",
-    "the floor where the answer digit is still at chance: the response has 34 tokens, of which only the digit",
-    "depends on the image, so a chance-level digit adds ln 6 / 34 = 0.053 to the mean token loss. The likely cause:",
-    "Adam's second moment with beta2 = 0.999 keeps the large gradients of the first ~80 steps (learning the fixed",
-    "response template) for ~1000 steps, so the digit's 1/34-weighted gradient moves the weights very little. t3",
-    "changed only beta2, to 0.95 (verl's `optim.betas`, `--sft-override`), and its loss left that floor at step ~150",
-    "(0.043-0.048; t2 was still at 0.054 at step 252) and reached 0.026-0.049 by step 320. The `wide` size was not",
-    "tried: the default size reached the target first. A check outside verl (raw PyTorch, the digit token's loss",
-    "alone, same model and data; exploration, not",
-    "a base): 0.525 on the upright view and 0.28-0.39 on rot90/rot180/hflip/transpose after 100 steps of 16.",
-    "",
-    "Reading the base: the flips keep most of what was learned (hflip 0.49, vflip 0.45), the 90-degree turns and the",
-    "two diagonal mirrors fall to chance (0.17-0.20): the cues the model uses are tied to the vertical axis. The RL",
-    "runs (16 steps, 4 prompts x 4 samples, lr 1e-4, DC weight 1, `demo_pipeline.Settings` otherwise; DC's and DA's",
-    "T drawn from the recipe's default `domain.transforms.names` = rot90/rot180/rot270, evaluated on all 7) start",
-    "from a nearly deterministic policy: the actor's entropy is ~0.03 nats per token, so the 4 samples of a group",
-    "almost always agree, GRPO's group advantages are 0 and its policy loss stays ~0 (the grpo run's pg_loss was",
-    "0.000 at 15 of 16 steps). One seed each (time): a comparison of the machinery, not of the methods.",
-]
+# The section's reading, written by hand from the recorded numbers: the text before and after the tables.
+NOTES = Path(__file__).with_name("invariance_gap_notes.md")
+TABLES_MARK = "<!-- tables -->"
 
 
 @contextlib.contextmanager
@@ -303,7 +273,7 @@ def tries_table(tries: Sequence[dict]) -> list[str]:
     return lines
 
 
-def rl_table(runs: Sequence[dict]) -> list[str]:
+def rl_table(runs: Sequence[dict], bases: Sequence[dict] = ()) -> list[str]:
     """Per variant over seeds: original / transformed accuracy and gap, mean ± std, and the paired difference of the
     transformed accuracy against grpo on the same seed and images (pooled over seeds by `stratified_paired_delta`)."""
     from verl_ext.stats import mean_std, stratified_paired_delta
@@ -316,6 +286,9 @@ def rl_table(runs: Sequence[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     grpo = {r["seed"]: r for r in by_variant.get("grpo", [])}
+    for t in bases:  # the SFT base every run started from, for reference
+        row = f"{t['accuracy'][IDENTITY]:.3f} | {t['transformed']['value']:.3f} | {t['gap']['value']:.3f}"
+        lines.append(f"| SFT base {t['name']} (no RL) | – | {row} | – |")
     for variant, rs in by_variant.items():
         cells = []
         for key in ("original", "transformed", "gap"):
@@ -361,7 +334,9 @@ def report(out: Path, write: bool = False) -> str:
     from bench.results_file import replace_section
 
     tries, runs = read_jsonl(out / "tries.jsonl"), read_jsonl(out / "rl.jsonl")
-    lines = [headline(tries, runs), "", *NOTES_HEAD, "", *tries_table(tries), "", *rl_table(runs), "", *NOTES_TAIL]
+    head, tail = (part.strip() for part in NOTES.read_text().split(TABLES_MARK))
+    bases = [t for t in tries if t["name"] in {r["base"] for r in runs}]
+    lines = [headline(tries, runs), "", head, "", *tries_table(tries), "", *rl_table(runs, bases), "", tail]
     body = "\n".join(lines) + "\n"
     print(body)
     if write:
