@@ -15,7 +15,8 @@ the gap (original minus the mean of the 7 transformed views) with a paired boots
 (`verl_ext.stats.paired_cluster_bootstrap`, the image the resampled unit, its 8 views paired). `rl` runs the RL
 variants from one try's base (`grpo`, `grpo_da`: GRPO on T(x) swapped in before generation,
 recipe/domain_grpo/config/method/grpo_da.yaml; `dc`, `dc_dr`, `dr`) over seeds, each evaluated on every view; `report`
-prints (and writes RESULTS.md's `invariance_gap` section from) everything recorded.
+prints (and writes RESULTS.md's `invariance_gap` section from) everything recorded, with the reading written by hand in
+`bench/invariance_gap_notes.md`.
 
 The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
 user's CLIs); this script only swaps its data (digits) and its model (a size option) and adds the `grpo_da` variant.
