@@ -19,7 +19,8 @@ prints (and writes RESULTS.md's `invariance_gap` section from) everything record
 `bench/invariance_gap_notes.md`.
 
 The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
-user's CLIs); this script only swaps its data (digits) and its model (a size option) and adds the `grpo_da` variant.
+user's CLIs); this script swaps its data (digits) and its model (a size option), lets its SFT step take more of verl's
+SFT keys (`--sft-override`, e.g. Adam's betas) and adds the `grpo_da` variant.
 """
 
 from __future__ import annotations
