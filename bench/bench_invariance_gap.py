@@ -263,13 +263,18 @@ def _ci(stat: dict) -> str:
 def tries_table(tries: Sequence[dict]) -> list[str]:
     """One row per base tried: size, SFT settings, time, accuracy per view, the gap and its interval."""
     views = [IDENTITY, *D4_TRANSFORMS]
-    head = "| try | size | SFT steps × batch, lr | SFT min | " + " | ".join(views) + " | transformed | gap [95% CI] |"
+    head = (
+        "| try | size | SFT steps × batch, lr, overrides | SFT min | "
+        + " | ".join(views)
+        + " | transformed | gap [95% CI] |"
+    )
     lines = [head, "|" + "---|" * (len(views) + 6)]
     for t in tries:
         accs = " | ".join(f"{t['accuracy'].get(v, float('nan')):.3f}" for v in views)
         sft_min = (t.get("sft_seconds") or float("nan")) / 60
         lines.append(
-            f"| {t['name']} | {' '.join(t['size'])} | {t['sft_steps']} × {t['sft_batch']}, {t['sft_lr']:g} | "
+            f"| {t['name']} | {' '.join(t['size'])} | {t['sft_steps']} × {t['sft_batch']}, {t['sft_lr']:g} "
+            f"{' '.join(t.get('sft_overrides') or [])} | "
             f"{sft_min:.1f} | {accs} | {t['transformed']['value']:.3f} | {_ci(t['gap'])} |"
         )
     return lines
