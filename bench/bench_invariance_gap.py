@@ -1,0 +1,388 @@
+"""A base model with an invariance gap (issue 19, point 7), then the domain terms measured from it (CPU, tiny model).
+
+    python bench/bench_invariance_gap.py try --out bench_out/gap --name t1 --size wide --sft-steps 400
+    python bench/bench_invariance_gap.py rl --out bench_out/gap --name t1 --variants grpo,grpo_da,dc,dc_dr --seeds 0,1
+    python bench/bench_invariance_gap.py report --out bench_out/gap [--write-results]
+
+The task: scikit-learn's real handwritten digits (`python -m data_prep digits`: 0, 1, 3, 4, 7, 8; the square's 8
+symmetries keep each label, see data_prep/digits.py). The warm start is verl's SFT trainer on UPRIGHT train images
+only, so whatever it learns about a digit's strokes is tied to one orientation: held-out accuracy on a turned or
+mirrored view can fall far below the upright view's. That gap is what DC (and DA) have to close.
+
+`try` builds one base (tiny model of a given size -> SFT -> the evaluation CLI on the held-out digits under every
+transform) and appends its record to `<out>/tries.jsonl`: size, SFT steps/batch/lr, minutes, accuracy per view and
+the gap (original minus the mean of the 7 transformed views) with a paired bootstrap interval over images
+(`verl_ext.stats.paired_cluster_bootstrap`, the image the resampled unit, its 8 views paired). `rl` runs the RL
+variants from one try's base (`grpo`, `grpo_da`: GRPO on T(x) swapped in before generation,
+recipe/domain_grpo/config/method/grpo_da.yaml; `dc`, `dc_dr`, `dr`) over seeds, each evaluated on every view; `report`
+prints (and writes RESULTS.md's `invariance_gap` section from) everything recorded, with the reading written by hand in
+`bench/invariance_gap_notes.md`.
+
+The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
+user's CLIs); this script swaps its data (digits) and its model (a size option), lets its SFT step take more of verl's
+SFT keys (`--sft-override`, e.g. Adam's betas) and adds the `grpo_da` variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipe.common.runs import LATEST_FILE  # noqa: E402
+from recipe.common.sft import cpu_sft_command  # noqa: E402
+from recipe.domain_grpo import demo_pipeline  # noqa: E402
+from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Pipeline, Settings  # noqa: E402
+from verl_ext.stats import accuracy_statistic, paired_cluster_bootstrap  # noqa: E402
+
+IDENTITY = "identity"
+# RL variants beyond demo_pipeline.VARIANTS, run through the same Pipeline.rl (registered for the call only).
+EXTRA_VARIANTS: dict[str, dict[str, object]] = {
+    "grpo_da": {"method": "grpo_da", "estimator": "grpo", "dc": False, "label": "GRPO + DA (T(x) as the input)"},
+}
+SIZE_FIELDS = ("hidden", "layers", "vision_hidden", "vision_depth")
+TITLE = "Invariance gap: a base that reads upright digits only, and the domain terms from it (CPU, tiny model)"
+# The section's reading, written by hand from the recorded numbers: the text before and after the tables.
+NOTES = Path(__file__).with_name("invariance_gap_notes.md")
+TABLES_MARK = "<!-- tables -->"
+
+
+@contextlib.contextmanager
+def _variant_registered(name: str) -> Iterator[None]:
+    """`EXTRA_VARIANTS[name]` in demo_pipeline.VARIANTS for the duration of one `Pipeline.rl` call."""
+    added = name not in demo_pipeline.VARIANTS
+    if added:
+        demo_pipeline.VARIANTS[name] = EXTRA_VARIANTS[name]
+    try:
+        yield
+    finally:
+        if added:
+            del demo_pipeline.VARIANTS[name]
+
+
+class DigitsPipeline(Pipeline):
+    """The demo's Pipeline on the digits task with a sized tiny model."""
+
+    def __init__(
+        self, out: str | Path, settings: Settings, size_args: Sequence[str] = (), sft_overrides: Sequence[str] = ()
+    ) -> None:
+        super().__init__(out, settings)
+        self.size_args = [str(a) for a in size_args]
+        self.sft_overrides = [str(a) for a in sft_overrides]
+
+    def sft_warm_start(self) -> Path:
+        """`Pipeline.sft_warm_start` with `sft_overrides` (verl SFT keys, e.g. `optim.betas=[0.9,0.99]`) appended."""
+        if not self.sft_overrides:
+            return super().sft_warm_start()
+        sft_rows = self.out / "sft" / "data.parquet"
+        convert = [sys.executable, "-m", "data_prep.sft", "--in", self.train_parquet, "--out", sft_rows]
+        self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
+        s, ckpt = self.s, self.sft_ckpt
+        epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
+        overrides = [f"trainer.total_epochs={epochs}", *self.sft_overrides]
+        argv, env = cpu_sft_command(
+            sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
+        )
+        env = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        self.step("sft", argv, [ckpt / LATEST_FILE], clean=[ckpt], env=env)
+        return self.warm_start
+
+    def prepare_data(self) -> None:
+        """scikit-learn's digits -> train (upright, 754 rows) / test (323 rows) parquet with the D4 whitelist."""
+        argv = [sys.executable, "-m", "data_prep", "digits", "--out", self.data, "--no-progress", "--workers", "0"]
+        argv += ["--seed", str(self.s.seed)]
+        self.step("data", argv, [self.train_parquet, self.test_parquet], clean=[self.data])
+
+    def build_model(self) -> None:
+        """The tiny random Qwen2.5-VL at the requested size (`verl_ext.cpu.tiny_qwen25vl --size/...`)."""
+        argv = [sys.executable, "-m", "verl_ext.cpu.tiny_qwen25vl", "--out", self.base_model, *self.size_args]
+        self.step("model", argv, [self.base_model / "model.safetensors"], clean=[self.base_model])
+
+    def rl(self, variant: str, seed: int, start: Path | None = None) -> Path:
+        """`Pipeline.rl`, with `EXTRA_VARIANTS` (grpo_da) available."""
+        if variant in EXTRA_VARIANTS:
+            with _variant_registered(variant):
+                return super().rl(variant, seed, start)
+        return super().rl(variant, seed, start)
+
+
+def correct_by_view(predictions: Path) -> tuple[list[int], dict[str, np.ndarray]]:
+    """From the evaluation CLI's predictions.jsonl: (image indices, {view: `[N]` 1.0/0.0 correct}) on the images
+    every view evaluated, in index order."""
+    table: dict[str, dict[int, float]] = {}
+    for line in predictions.read_text().splitlines():
+        rec = json.loads(line)
+        table.setdefault(rec["view"], {})[int(rec["index"])] = float(rec["prediction"] == rec["label"])
+    common = sorted(set.intersection(*(set(v) for v in table.values())))
+    return common, {view: np.array([vals[i] for i in common]) for view, vals in table.items()}
+
+
+def gap_statistics(correct: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Accuracy per view and the paired gaps, with percentile intervals from one image-level bootstrap.
+
+    Args:
+        correct: {view: `[N]` 1/0 correct on the same N images}; must hold "identity".
+        seed: the bootstrap's seed.
+
+    Returns:
+        {view: {...}, "transformed": {...} (all non-identity views pooled, each image weighing the same),
+        "identity-<view>" and "identity-transformed": original minus the view (the gap; > 0: the view is worse)},
+        each {"value", "ci_low", "ci_high", "n_items", "n_clusters"}.
+
+    Note:
+        `paired_cluster_bootstrap` reports b − a for a pair (a, b); the gap is original − transformed, so the pair is
+        (view, identity). The pooled arm's parts per image are (correct views, number of views), so its accuracy is
+        the mean over views and images and the interval still resamples images.
+    """
+    views = [v for v in correct if v != IDENTITY]
+    parts = {v: np.stack([c, np.ones_like(c)], axis=-1) for v, c in correct.items()}  # {view: [N, 2]}
+    stacked = np.stack([correct[v] for v in views], axis=0)  # [V, N]
+    parts["transformed"] = np.stack([stacked.sum(0), np.full(stacked.shape[1], float(len(views)))], axis=-1)  # [N, 2]
+    groups = np.arange(len(correct[IDENTITY]))  # [N] one cluster per image
+    pairs = [(v, IDENTITY) for v in [*views, "transformed"]]
+    return paired_cluster_bootstrap(parts, groups, accuracy_statistic, pairs, seed=seed)
+
+
+def evaluate_record(pipe: DigitsPipeline, name: str, model: Path) -> dict:
+    """Run the evaluation CLI on `model` and summarise it (accuracy per view, the gap with its interval)."""
+    metrics = pipe.evaluate(name, model)
+    images, correct = correct_by_view(pipe.out / "eval" / name / "predictions.jsonl")
+    stats = gap_statistics(correct)
+    transformed = np.mean([c for v, c in correct.items() if v != IDENTITY], axis=0)  # [N] share of views right
+    return {
+        "n_images": len(images),
+        "images": images,
+        "per_image_original": correct[IDENTITY].tolist(),
+        "per_image_transformed": transformed.tolist(),
+        "accuracy": {v: stats[v]["value"] for v in correct},
+        "valid_rate": metrics["valid_rate"],
+        "mean_js": metrics["invariance"]["mean_js"],
+        "mean_agreement": metrics["invariance"]["mean_agreement"],
+        "transformed": stats["transformed"],
+        "gap": stats["identity-transformed"],
+        "gap_by_view": {v: stats[f"identity-{v}"] for v in correct if v != IDENTITY},
+    }
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line (the records of every try/run, read back by `report`)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        sft_steps=args.sft_steps,
+        sft_batch=args.sft_batch,
+        sft_lr=args.sft_lr,
+        rl_steps=args.rl_steps,
+        lr=args.lr,
+        dc_weight=args.dc_weight,
+        eval_limit=args.eval_limit or None,
+        transforms=D4_TRANSFORMS,
+    )
+
+
+def size_args(args: argparse.Namespace) -> list[str]:
+    out = ["--size", args.size]
+    for name in SIZE_FIELDS:
+        if getattr(args, name) is not None:
+            out += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    return out
+
+
+def run_try(args: argparse.Namespace) -> dict:
+    """One base: data, sized model, SFT on upright digits, evaluation on every view; its record."""
+    s = settings_from(args)
+    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args), args.sft_override)
+    start = time.perf_counter()
+    pipe.prepare_data()
+    pipe.build_model()
+    warm = pipe.sft_warm_start()
+    record = {
+        "kind": "try",
+        "name": args.name,
+        "size": size_args(args),
+        "sft_steps": s.sft_steps,
+        "sft_batch": s.sft_batch,
+        "sft_lr": s.sft_lr,
+        "sft_overrides": args.sft_override,
+        "sft_seconds": pipe.seconds.get("sft"),
+        **evaluate_record(pipe, "sft", warm),
+        "eval_seconds": pipe.seconds.get("eval_sft"),
+        "total_minutes": (time.perf_counter() - start) / 60,
+    }
+    append_jsonl(Path(args.out) / "tries.jsonl", record)
+    return record
+
+
+def run_rl(args: argparse.Namespace) -> list[dict]:
+    """RL variants × seeds from one try's base, each evaluated on every view."""
+    s = settings_from(args)
+    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args))
+    warm = pipe.warm_start
+    out = []
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for variant in args.variants.split(","):
+            start = time.perf_counter()
+            model = pipe.rl(variant, seed, start=warm)
+            record = {
+                "kind": "rl",
+                "base": args.name,
+                "variant": variant,
+                "seed": seed,
+                "settings": {k: v for k, v in asdict(s).items() if k != "transforms"},
+                **evaluate_record(pipe, pipe.run_name(variant, seed), model),
+                "minutes": (time.perf_counter() - start) / 60,
+            }
+            append_jsonl(Path(args.out) / "rl.jsonl", record)
+            out.append(record)
+            acc, trans = record["accuracy"][IDENTITY], record["transformed"]["value"]
+            print(f"{variant} seed {seed}: accuracy original {acc:.3f}, transformed {trans:.3f}", flush=True)
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _ci(stat: dict) -> str:
+    return f"{stat['value']:+.3f} [{stat['ci_low']:+.3f}, {stat['ci_high']:+.3f}]"
+
+
+def tries_table(tries: Sequence[dict]) -> list[str]:
+    """One row per base tried: size, SFT settings, time, accuracy per view, the gap and its interval."""
+    views = [IDENTITY, *D4_TRANSFORMS]
+    head = (
+        "| try | size | SFT steps × batch, lr, overrides | SFT min | "
+        + " | ".join(views)
+        + " | transformed | gap [95% CI] |"
+    )
+    lines = [head, "|" + "---|" * (len(views) + 6)]
+    for t in tries:
+        accs = " | ".join(f"{t['accuracy'].get(v, float('nan')):.3f}" for v in views)
+        sft_min = (t.get("sft_seconds") or float("nan")) / 60
+        lines.append(
+            f"| {t['name']} | {' '.join(t['size'])} | {t['sft_steps']} × {t['sft_batch']}, {t['sft_lr']:g} "
+            f"{' '.join(t.get('sft_overrides') or [])} | "
+            f"{sft_min:.1f} | {accs} | {t['transformed']['value']:.3f} | {_ci(t['gap'])} |"
+        )
+    return lines
+
+
+def rl_table(runs: Sequence[dict], bases: Sequence[dict] = ()) -> list[str]:
+    """Per variant over seeds: original / transformed accuracy and gap, mean ± std, and the paired difference of the
+    transformed accuracy against grpo on the same seed and images (pooled over seeds by `stratified_paired_delta`)."""
+    from verl_ext.stats import mean_std, stratified_paired_delta
+
+    by_variant: dict[str, list[dict]] = {}
+    for r in runs:
+        by_variant.setdefault(r["variant"], []).append(r)
+    lines = [
+        "| variant | seeds | acc original | acc transformed | gap | Δ transformed acc vs grpo [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    grpo = {r["seed"]: r for r in by_variant.get("grpo", [])}
+    for t in bases:  # the SFT base every run started from, for reference
+        row = f"{t['accuracy'][IDENTITY]:.3f} | {t['transformed']['value']:.3f} | {t['gap']['value']:.3f}"
+        lines.append(f"| SFT base {t['name']} (no RL) | – | {row} | – |")
+    for variant, rs in by_variant.items():
+        cells = []
+        for key in ("original", "transformed", "gap"):
+            vals = [r["accuracy"][IDENTITY] if key == "original" else r[key]["value"] for r in rs]
+            m, sd = mean_std(vals)
+            cells.append(f"{m:.3f} ± {sd:.3f}" if sd == sd else f"{m:.3f}")
+        delta = "–"
+        paired = [(grpo[r["seed"]], r) for r in rs if r["seed"] in grpo and variant != "grpo"]
+        if paired and all("per_image_transformed" in a and "per_image_transformed" in b for a, b in paired):
+            d = stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in paired])
+            delta = f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {variant} | {seeds} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} |")
+    return lines
+
+
+def _excludes_zero(stat: dict) -> bool:
+    return stat["ci_low"] > 0 or stat["ci_high"] < 0
+
+
+def headline(tries: Sequence[dict], runs: Sequence[dict]) -> str:
+    """The section's first line: which intervals exclude zero (computed from the records)."""
+    from verl_ext.stats import stratified_paired_delta
+
+    gaps = sorted((t for t in tries if _excludes_zero(t["gap"])), key=lambda t: -t["gap"]["value"])
+    base = f"**Base gap: the interval excludes zero for {len(gaps)} of {len(tries)} bases tried**"
+    if gaps:
+        base += f" ({gaps[0]['name']}: gap {_ci(gaps[0]['gap'])})"
+    grpo = {r["seed"]: r for r in runs if r["variant"] == "grpo"}
+    moved = []
+    for variant in sorted({r["variant"] for r in runs} - {"grpo"}):
+        pairs = [(grpo[r["seed"]], r) for r in runs if r["variant"] == variant and r["seed"] in grpo]
+        if pairs:
+            d = stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in pairs])
+            moved += [variant] if _excludes_zero({"ci_low": d["ci_low"], "ci_high": d["ci_high"]}) else []
+    rl = "RL vs grpo (accuracy on the transformed views): "
+    rl += f"the interval excludes zero for {', '.join(moved)}" if moved else "no interval excludes zero"
+    return f"{base}; {rl if runs else 'no RL run recorded'}."
+
+
+def report(out: Path, write: bool = False) -> str:
+    """The recorded tries and RL runs as markdown; `write`: RESULTS.md's `invariance_gap` section."""
+    from bench.results_file import replace_section
+
+    tries, runs = read_jsonl(out / "tries.jsonl"), read_jsonl(out / "rl.jsonl")
+    head, tail = (part.strip() for part in NOTES.read_text().split(TABLES_MARK))
+    bases = [t for t in tries if t["name"] in {r["base"] for r in runs}]
+    lines = [headline(tries, runs), "", head, "", *tries_table(tries), "", *rl_table(runs, bases), "", tail]
+    body = "\n".join(lines) + "\n"
+    print(body)
+    if write:
+        replace_section(Path(__file__).parent / "RESULTS.md", "invariance_gap", TITLE, body)
+    return body
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("try", "rl", "report"))
+    p.add_argument("--out", default="bench_out/invariance_gap", help="output folder (tries/, tries.jsonl, rl.jsonl)")
+    p.add_argument("--name", default="t1", help="the try (base) to build, or to run RL from")
+    p.add_argument("--size", default="default", help="tiny model's named size (verl_ext/cpu/tiny_qwen25vl.py)")
+    for name in SIZE_FIELDS:
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the size's {name}")
+    p.add_argument("--sft-steps", type=int, default=400)
+    p.add_argument("--sft-batch", type=int, default=16)
+    p.add_argument("--sft-lr", type=float, default=3e-3)
+    p.add_argument("--sft-override", action="append", default=[], help="a verl SFT key=value (repeatable)")
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N test rows (0: all 323)")
+    p.add_argument("--variants", default="grpo,grpo_da,dc,dc_dr")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--rl-steps", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--dc-weight", type=float, default=1.0)
+    p.add_argument("--write-results", action="store_true", help="report: write RESULTS.md's invariance_gap section")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    demo_pipeline.exit_on_sigterm()
+    args = build_parser().parse_args(argv)
+    if args.command == "try":
+        print(json.dumps(run_try(args), indent=1))
+    elif args.command == "rl":
+        run_rl(args)
+    else:
+        report(Path(args.out), write=args.write_results)
+
+
+if __name__ == "__main__":
+    main()
