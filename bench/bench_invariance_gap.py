@@ -19,19 +19,17 @@ prints (and writes RESULTS.md's `invariance_gap` section from) everything record
 `bench/invariance_gap_notes.md`.
 
 The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
-user's CLIs); this script swaps its data (digits) and its model (a size option), lets its SFT step take more of verl's
-SFT keys (`--sft-override`, e.g. Adam's betas) and adds the `grpo_da` variant.
+user's CLIs); this script swaps its data (digits) and its model (a size option) and passes more of verl's SFT keys to
+its SFT step (`--sft-override`, e.g. Adam's betas: `Settings.sft_overrides`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,17 +37,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.common.runs import LATEST_FILE  # noqa: E402
-from recipe.common.sft import cpu_sft_command  # noqa: E402
 from recipe.domain_grpo import demo_pipeline  # noqa: E402
 from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Pipeline, Settings  # noqa: E402
 from verl_ext.stats import accuracy_statistic, paired_cluster_bootstrap  # noqa: E402
 
 IDENTITY = "identity"
-# RL variants beyond demo_pipeline.VARIANTS, run through the same Pipeline.rl (registered for the call only).
-EXTRA_VARIANTS: dict[str, dict[str, object]] = {
-    "grpo_da": {"method": "grpo_da", "estimator": "grpo", "dc": False, "label": "GRPO + DA (T(x) as the input)"},
-}
 SIZE_FIELDS = ("hidden", "layers", "vision_hidden", "vision_depth")
 TITLE = "Invariance gap: a base that reads upright digits only, and the domain terms from it (CPU, tiny model)"
 # The section's reading, written by hand from the recorded numbers: the text before and after the tables.
@@ -57,45 +49,12 @@ NOTES = Path(__file__).with_name("invariance_gap_notes.md")
 TABLES_MARK = "<!-- tables -->"
 
 
-@contextlib.contextmanager
-def _variant_registered(name: str) -> Iterator[None]:
-    """`EXTRA_VARIANTS[name]` in demo_pipeline.VARIANTS for the duration of one `Pipeline.rl` call."""
-    added = name not in demo_pipeline.VARIANTS
-    if added:
-        demo_pipeline.VARIANTS[name] = EXTRA_VARIANTS[name]
-    try:
-        yield
-    finally:
-        if added:
-            del demo_pipeline.VARIANTS[name]
-
-
 class DigitsPipeline(Pipeline):
     """The demo's Pipeline on the digits task with a sized tiny model."""
 
-    def __init__(
-        self, out: str | Path, settings: Settings, size_args: Sequence[str] = (), sft_overrides: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, out: str | Path, settings: Settings, size_args: Sequence[str] = ()) -> None:
         super().__init__(out, settings)
         self.size_args = [str(a) for a in size_args]
-        self.sft_overrides = [str(a) for a in sft_overrides]
-
-    def sft_warm_start(self) -> Path:
-        """`Pipeline.sft_warm_start` with `sft_overrides` (verl SFT keys, e.g. `optim.betas=[0.9,0.99]`) appended."""
-        if not self.sft_overrides:
-            return super().sft_warm_start()
-        sft_rows = self.out / "sft" / "data.parquet"
-        convert = [sys.executable, "-m", "data_prep.sft", "--in", self.train_parquet, "--out", sft_rows]
-        self.step("sft_data", [*convert, "--think", ""], [sft_rows], clean=[sft_rows.parent])
-        s, ckpt = self.s, self.sft_ckpt
-        epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
-        overrides = [f"trainer.total_epochs={epochs}", *self.sft_overrides]
-        argv, env = cpu_sft_command(
-            sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
-        )
-        env = {k: v for k, v in env.items() if os.environ.get(k) != v}
-        self.step("sft", argv, [ckpt / LATEST_FILE], clean=[ckpt], env=env)
-        return self.warm_start
 
     def prepare_data(self) -> None:
         """scikit-learn's digits -> train (upright, 754 rows) / test (323 rows) parquet with the D4 whitelist."""
@@ -107,13 +66,6 @@ class DigitsPipeline(Pipeline):
         """The tiny random Qwen2.5-VL at the requested size (`verl_ext.cpu.tiny_qwen25vl --size/...`)."""
         argv = [sys.executable, "-m", "verl_ext.cpu.tiny_qwen25vl", "--out", self.base_model, *self.size_args]
         self.step("model", argv, [self.base_model / "model.safetensors"], clean=[self.base_model])
-
-    def rl(self, variant: str, seed: int, start: Path | None = None) -> Path:
-        """`Pipeline.rl`, with `EXTRA_VARIANTS` (grpo_da) available."""
-        if variant in EXTRA_VARIANTS:
-            with _variant_registered(variant):
-                return super().rl(variant, seed, start)
-        return super().rl(variant, seed, start)
 
 
 def correct_by_view(predictions: Path) -> tuple[list[int], dict[str, np.ndarray]]:
@@ -185,6 +137,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sft_steps=args.sft_steps,
         sft_batch=args.sft_batch,
         sft_lr=args.sft_lr,
+        sft_overrides=tuple(args.sft_override or ()),
         rl_steps=args.rl_steps,
         lr=args.lr,
         dc_weight=args.dc_weight,
@@ -204,7 +157,7 @@ def size_args(args: argparse.Namespace) -> list[str]:
 def run_try(args: argparse.Namespace) -> dict:
     """One base: data, sized model, SFT on upright digits, evaluation on every view; its record."""
     s = settings_from(args)
-    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args), args.sft_override)
+    pipe = DigitsPipeline(Path(args.out) / "tries" / args.name, s, size_args(args))
     start = time.perf_counter()
     pipe.prepare_data()
     pipe.build_model()

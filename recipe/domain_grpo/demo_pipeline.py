@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, object]] = {
         "label": "GRPO + DR (answer span)",
         "overrides": (ANSWER_SCOPE_DR,),
     },
+    # GRPO + data augmentation (paper Table 7): each training prompt's image replaced by T(x) before generation
+    "grpo_da": {"method": "grpo_da", "estimator": "grpo", "dc": False, "label": "GRPO + DA (T(x) as the input)"},
     "dc_dr_ans": {
         "method": "dc_dr",
         "estimator": "domain_grpo",
@@ -80,6 +82,8 @@ class Settings:
     sft_steps: int = 160
     sft_batch: int = 8
     sft_lr: float = 3e-3
+    # extra Hydra overrides of verl's SFT trainer (e.g. `optim.betas=[0.9,0.95]`), part of the SFT step's command
+    sft_overrides: tuple[str, ...] = ()
     rl_steps: int = 16
     batch_size: int = 4
     n: int = 4
@@ -216,7 +220,7 @@ class Pipeline:
         s = self.s
         ckpt = self.sft_ckpt
         epochs = -(-s.sft_steps * s.sft_batch // self.train_rows())  # verl stops at total_epochs (default 4)
-        overrides = [f"trainer.total_epochs={epochs}"]
+        overrides = [f"trainer.total_epochs={epochs}", *s.sft_overrides]
         argv, env = sft_command(
             sft_rows, self.base_model, ckpt, s.sft_steps, overrides, s.sft_batch, s.sft_batch, lr=s.sft_lr
         )

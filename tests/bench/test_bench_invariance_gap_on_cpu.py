@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.bench_invariance_gap import EXTRA_VARIANTS, _variant_registered, correct_by_view, gap_statistics
+from bench.bench_invariance_gap import correct_by_view, gap_statistics
 from recipe.domain_grpo import demo_pipeline
 
 
@@ -55,11 +55,18 @@ def test_gap_interval_is_paired_over_images():
     assert (stats["identity-transformed"]["ci_low"], stats["identity-transformed"]["ci_high"]) == (0.0, 0.0)
 
 
-def test_grpo_da_registered_for_one_call_only():
-    assert "grpo_da" not in demo_pipeline.VARIANTS or demo_pipeline.VARIANTS["grpo_da"]["method"] == "grpo_da"
-    before = dict(demo_pipeline.VARIANTS)
-    with _variant_registered("grpo_da"):
-        spec = demo_pipeline.VARIANTS["grpo_da"]
-        assert spec["method"] == "grpo_da" and spec["estimator"] == "grpo" and spec["dc"] is False
-    assert demo_pipeline.VARIANTS == before
-    assert EXTRA_VARIANTS["grpo_da"]["method"] == "grpo_da"
+def test_sft_overrides_reach_verls_sft_command(tmp_path):
+    # --sft-override goes through Settings.sft_overrides into the SFT step's argv (so into its step key)
+    from bench.bench_invariance_gap import DigitsPipeline, build_parser, settings_from
+    from recipe.domain_grpo.demo_pipeline import StepError
+
+    argv = ["try", "--out", str(tmp_path), "--name", "t", "--sft-override", "optim.betas=[0.9,0.95]"]
+    pipe = DigitsPipeline(tmp_path / "t", settings_from(build_parser().parse_args(argv)))
+    steps = []
+    pipe.step = lambda name, argv, *a, **k: steps.append((name, [str(x) for x in argv]))  # record, run nothing
+    pipe.train_rows = lambda: 754
+    with pytest.raises(StepError, match="saved no HF weights"):  # nothing ran: only the commands matter here
+        pipe.sft_warm_start()
+    sft = dict(steps)["sft"]
+    assert "optim.betas=[0.9,0.95]" in sft
+    assert "grpo_da" in demo_pipeline.VARIANTS and demo_pipeline.VARIANTS["grpo_da"]["method"] == "grpo_da"

@@ -18,6 +18,7 @@ EXPECTED = {
     "dc_ans": (True, "answer", False, "response"),
     "dr_ans": (False, "response", True, "answer"),
     "dc_dr_ans": (True, "answer", True, "answer"),
+    "grpo_da": (False, "response", False, "response"),  # no domain term: the augmentation is in the agent loop
 }
 
 
@@ -32,6 +33,7 @@ def test_variant_composes_with_its_scopes(variant):
     assert got == EXPECTED[variant]
     assert spec["dc"] == EXPECTED[variant][0]
     assert cfg.domain_recipe.deterministic  # the CPU stand-in makes every bench run reproducible
+    assert cfg.domain_recipe.get("augment", {}).get("enable", False) == (variant == "grpo_da")
 
 
 def test_every_variant_is_checked():
