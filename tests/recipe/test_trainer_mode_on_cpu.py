@@ -43,9 +43,13 @@ class FakeTransferQueue:
         return KVBatchMeta(keys=keys, tags=[{}] * len(keys), partition_id=partition_id)
 
 
+# every batch below is complete: 2 responses per prompt (recipe/lost_rollouts 0)
+NO_LOSS = {"recipe/lost_rollouts": 0, "recipe/incomplete_groups": 0}
+
+
 def _trainer(config: dict) -> trainer_mod.DomainGRPOTrainer:
     trainer = object.__new__(trainer_mod.DomainGRPOTrainer)
-    trainer.config = OmegaConf.create(config)
+    trainer.config = OmegaConf.merge({"actor_rollout_ref": {"rollout": {"n": 2}}}, config)
     return trainer
 
 
@@ -194,9 +198,10 @@ def test_compute_advantage_opens_the_context_with_tq_field(monkeypatch, shaping,
             "domain/transform_count/rot90": 2,  # mask 1 = bit 0 = domain.transforms.names[0]
             "domain/empty_scope_count": 0,
             "domain/samples_without_view": 0,
+            **NO_LOSS,
         }
     else:
-        assert seen["inputs"].consistency is None and metrics == {}
+        assert seen["inputs"].consistency is None and metrics == NO_LOSS
     assert seen["inputs"].base_estimator == "grpo"
     assert _INPUTS.get() is None  # the context is closed afterwards
 
