@@ -9,7 +9,8 @@
    (`examples/run_tiny_cpu.sh`, CPU stand-ins), with the real task's exact-match reward.
 4. Evaluates both on the held-out tiles under the 7 non-identity symmetries of the square (`verl_ext.evaluation`).
 5. Writes `<out>/demo.png` (training curves, held-out JS and agreement before/after, accuracy per view),
-   `<out>/summary.json`, `<out>/summary.md`, and prints the table.
+   `<out>/summary.json`, `<out>/summary.md`, and prints the table, with dc_dr against grpo paired on the same held-out
+   tiles (95% bootstrap intervals over tiles, `verl_ext.evaluation.paired`; one seed, so no seed spread).
 
     python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
 
