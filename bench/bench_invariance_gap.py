@@ -133,6 +133,14 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The pipeline's Settings from the command line (SystemExit with one line for a bad --rl-tag/--rl-override)."""
+    try:
+        return _settings(args)
+    except ValueError as err:
+        raise SystemExit(f"bench_invariance_gap: {err}") from None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
         sft_steps=args.sft_steps,
         sft_batch=args.sft_batch,
@@ -142,7 +150,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         lr=args.lr,
         dc_weight=args.dc_weight,
         eval_limit=args.eval_limit or None,
+        eval_batch=args.eval_batch,
         transforms=D4_TRANSFORMS,
+        rl_overrides=tuple(args.rl_override or ()),
+        rl_tag=args.rl_tag,
     )
 
 
@@ -193,6 +204,7 @@ def run_rl(args: argparse.Namespace) -> list[dict]:
                 "kind": "rl",
                 "base": args.name,
                 "variant": variant,
+                "rl_tag": s.rl_tag,
                 "seed": seed,
                 "settings": {k: v for k, v in asdict(s).items() if k != "transforms"},
                 **evaluate_record(pipe, pipe.run_name(variant, seed), model),
@@ -233,35 +245,67 @@ def tries_table(tries: Sequence[dict]) -> list[str]:
     return lines
 
 
-def rl_table(runs: Sequence[dict], bases: Sequence[dict] = ()) -> list[str]:
-    """Per variant over seeds: original / transformed accuracy and gap, mean ± std, and the paired difference of the
-    transformed accuracy against grpo on the same seed and images (pooled over seeds by `stratified_paired_delta`)."""
-    from verl_ext.stats import mean_std, stratified_paired_delta
+def rl_groups(runs: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
+    """{RL settings tag: {variant: runs over seeds}}: runs are pooled over seeds only under one tag, and each is
+    compared with grpo under the same tag and seed.
 
-    by_variant: dict[str, list[dict]] = {}
+    Raises:
+        SystemExit: one tag recorded with two different settings (pooling them would mix two experiments).
+    """
+    defaults = json.loads(json.dumps({k: v for k, v in asdict(Settings()).items() if k != "transforms"}))
+    groups: dict[str, dict[str, list[dict]]] = {}
+    settings: dict[str, dict] = {}
     for r in runs:
-        by_variant.setdefault(r["variant"], []).append(r)
+        tag = r.get("rl_tag", "")
+        mine = {**defaults, **r["settings"]}  # records written before a field existed had its default
+        known = settings.setdefault(tag, mine)
+        if known != mine:
+            changed = sorted(k for k in known if known[k] != mine[k])
+            raise SystemExit(
+                f"rl.jsonl: RL tag {tag or '(none)'!r} was recorded with other settings ({changed}); "
+                "give each setting its own --rl-tag"
+            )
+        groups.setdefault(tag, {}).setdefault(r["variant"], []).append(r)
+    return groups
+
+
+def paired_vs_grpo(rs: Sequence[dict], grpo: Sequence[dict]) -> dict | None:
+    """The transformed-view accuracy of `rs` minus grpo's on the same seed and images, pooled over seeds
+    (`stratified_paired_delta`); None without a grpo run of the same seed."""
+    from verl_ext.stats import stratified_paired_delta
+
+    by_seed = {r["seed"]: r for r in grpo}
+    pairs = [(by_seed[r["seed"]], r) for r in rs if r["seed"] in by_seed]
+    if not pairs:
+        return None
+    return stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in pairs])
+
+
+def rl_table(runs: Sequence[dict], bases: Sequence[dict] = ()) -> list[str]:
+    """Per RL tag and variant over seeds: original / transformed accuracy and gap, mean ± std, and the paired
+    difference of the transformed accuracy against grpo under the same tag, seed and images."""
+    from verl_ext.stats import mean_std
+
     lines = [
-        "| variant | seeds | acc original | acc transformed | gap | Δ transformed acc vs grpo [95% CI] |",
-        "|---|---|---|---|---|---|",
+        "| RL settings | variant | seeds | acc original | acc transformed | gap | Δ transformed acc vs grpo [95% CI] |",
+        "|---|---|---|---|---|---|---|",
     ]
-    grpo = {r["seed"]: r for r in by_variant.get("grpo", [])}
     for t in bases:  # the SFT base every run started from, for reference
         row = f"{t['accuracy'][IDENTITY]:.3f} | {t['transformed']['value']:.3f} | {t['gap']['value']:.3f}"
-        lines.append(f"| SFT base {t['name']} (no RL) | – | {row} | – |")
-    for variant, rs in by_variant.items():
-        cells = []
-        for key in ("original", "transformed", "gap"):
-            vals = [r["accuracy"][IDENTITY] if key == "original" else r[key]["value"] for r in rs]
-            m, sd = mean_std(vals)
-            cells.append(f"{m:.3f} ± {sd:.3f}" if sd == sd else f"{m:.3f}")
-        delta = "–"
-        paired = [(grpo[r["seed"]], r) for r in rs if r["seed"] in grpo and variant != "grpo"]
-        if paired and all("per_image_transformed" in a and "per_image_transformed" in b for a, b in paired):
-            d = stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in paired])
-            delta = f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-        seeds = ",".join(str(r["seed"]) for r in rs)
-        lines.append(f"| {variant} | {seeds} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} |")
+        lines.append(f"| – | SFT base {t['name']} (no RL) | – | {row} | – |")
+    for tag, by_variant in rl_groups(runs).items():
+        for variant, rs in by_variant.items():
+            cells = []
+            for key in ("original", "transformed", "gap"):
+                vals = [r["accuracy"][IDENTITY] if key == "original" else r[key]["value"] for r in rs]
+                m, sd = mean_std(vals)
+                cells.append(f"{m:.3f} ± {sd:.3f}" if sd == sd else f"{m:.3f}")
+            d = None if variant == "grpo" else paired_vs_grpo(rs, by_variant.get("grpo", []))
+            delta = f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–"
+            seeds = ",".join(str(r["seed"]) for r in rs)
+            lines.append(
+                f"| {tag or 'default'} | {variant} | {seeds} | {cells[0]} | {cells[1]} | {cells[2]} | {delta} |"
+            )
     return lines
 
 
@@ -271,19 +315,18 @@ def _excludes_zero(stat: dict) -> bool:
 
 def headline(tries: Sequence[dict], runs: Sequence[dict]) -> str:
     """The section's first line: which intervals exclude zero (computed from the records)."""
-    from verl_ext.stats import stratified_paired_delta
-
     gaps = sorted((t for t in tries if _excludes_zero(t["gap"])), key=lambda t: -t["gap"]["value"])
     base = f"**Base gap: the interval excludes zero for {len(gaps)} of {len(tries)} bases tried**"
     if gaps:
         base += f" ({gaps[0]['name']}: gap {_ci(gaps[0]['gap'])})"
-    grpo = {r["seed"]: r for r in runs if r["variant"] == "grpo"}
     moved = []
-    for variant in sorted({r["variant"] for r in runs} - {"grpo"}):
-        pairs = [(grpo[r["seed"]], r) for r in runs if r["variant"] == variant and r["seed"] in grpo]
-        if pairs:
-            d = stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in pairs])
-            moved += [variant] if _excludes_zero({"ci_low": d["ci_low"], "ci_high": d["ci_high"]}) else []
+    for tag, by_variant in rl_groups(runs).items():
+        for variant in sorted(set(by_variant) - {"grpo"}):
+            d = paired_vs_grpo(by_variant[variant], by_variant.get("grpo", []))
+            if d and _excludes_zero({"ci_low": d["ci_low"], "ci_high": d["ci_high"]}):
+                moved.append(
+                    f"{variant} ({tag or 'default'}: {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])"
+                )
     rl = "RL vs grpo (accuracy on the transformed views): "
     rl += f"the interval excludes zero for {', '.join(moved)}" if moved else "no interval excludes zero"
     return f"{base}; {rl if runs else 'no RL run recorded'}."
@@ -322,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rl-steps", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--dc-weight", type=float, default=1.0)
+    p.add_argument("--eval-batch", type=int, default=16, help="evaluation batch size (prompts per generate call)")
+    p.add_argument("--rl-override", action="append", default=[], help="a Hydra key=value for every RL run (repeatable)")
+    p.add_argument(
+        "--rl-tag",
+        default="",
+        help="names the RL settings (runs' folders, the table's groups); required with --rl-override",
+    )
     p.add_argument("--write-results", action="store_true", help="report: write RESULTS.md's invariance_gap section")
     return p
 

@@ -94,6 +94,19 @@ class Settings:
     eval_limit: int | None = 32
     eval_batch: int = 16
     transforms: tuple[str, ...] = D4_TRANSFORMS
+    # extra Hydra overrides of every RL run, after the variant's own (part of each run's command, so of its step key)
+    rl_overrides: tuple[str, ...] = ()
+    # appended to the RL run names (`<variant>_seed<s>_steps<N>_<tag>`): runs with other `rl_overrides` keep their own
+    # folders instead of replacing each other's; required with `rl_overrides`
+    rl_tag: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rl_overrides and not self.rl_tag:
+            raise ValueError(
+                "Settings.rl_overrides needs an rl_tag: the runs' folders would replace the untagged runs'"
+            )
+        if self.rl_tag and not self.rl_tag.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"Settings.rl_tag {self.rl_tag!r}: use letters, digits, '_' or '-' (it names folders)")
 
 
 def exit_on_sigterm() -> None:
@@ -155,8 +168,10 @@ class Pipeline:
         return pq.ParquetFile(self.train_parquet).metadata.num_rows
 
     def run_name(self, variant: str, seed: int) -> str:
-        """`<variant>_seed<seed>_steps<N>`: runs of different lengths (the demo's, the bench's) share one folder."""
-        return f"{variant}_seed{seed}_steps{self.s.rl_steps}"
+        """`<variant>_seed<seed>_steps<N>[_<rl_tag>]`: runs of different lengths (the demo's, the bench's) or other
+        `rl_overrides` share one folder."""
+        tag = f"_{self.s.rl_tag}" if self.s.rl_tag else ""
+        return f"{variant}_seed{seed}_steps{self.s.rl_steps}{tag}"
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.out / "rl" / self.run_name(variant, seed)
@@ -266,7 +281,7 @@ class Pipeline:
         ]
         if spec["dc"]:
             overrides.append(f"domain.constraint.weight={s.dc_weight}")
-        overrides += variant_overrides(variant)
+        overrides += [*variant_overrides(variant), *s.rl_overrides]
         argv = ["bash", REPO / "examples" / "run_tiny_cpu.sh", *overrides]
         # the script reads its settings from the environment: part of the step's command, as the argv
         self.step(f"rl_{self.run_name(variant, seed)}", argv, [run / "ckpt" / LATEST_FILE], [run], env, True)

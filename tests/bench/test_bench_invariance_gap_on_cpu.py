@@ -70,3 +70,40 @@ def test_sft_overrides_reach_verls_sft_command(tmp_path):
     sft = dict(steps)["sft"]
     assert "optim.betas=[0.9,0.95]" in sft
     assert "grpo_da" in demo_pipeline.VARIANTS and demo_pipeline.VARIANTS["grpo_da"]["method"] == "grpo_da"
+
+
+def test_rl_overrides_reach_every_run_under_their_own_tag(tmp_path):
+    # --rl-override goes through Settings.rl_overrides into each RL run's argv after the variant's own overrides (so
+    # into its step key), and --rl-tag names the run folders, so runs with other settings never replace each other.
+    from bench.bench_invariance_gap import DigitsPipeline, build_parser, settings_from
+    from recipe.domain_grpo.demo_pipeline import StepError
+
+    argv = ["rl", "--out", str(tmp_path), "--rl-override", "domain.constraint.target=original", "--rl-tag", "tgt"]
+    pipe = DigitsPipeline(tmp_path / "t", settings_from(build_parser().parse_args(argv)))
+    steps = []
+    pipe.step = lambda name, argv, *a, **k: steps.append((name, [str(x) for x in argv]))  # record, run nothing
+    pipe.train_rows = lambda: 754
+    with pytest.raises(StepError, match="saved no HF weights"):
+        pipe.rl("dc_ans", 1, start=tmp_path / "warm")
+    name, command = steps[0]
+    assert name == "rl_dc_ans_seed1_steps16_tgt"
+    assert command[-2:] == [demo_pipeline.ANSWER_SCOPE_DC, "domain.constraint.target=original"]
+    # untagged overrides are refused (their runs would take the untagged runs' folders), and so is a tag that is not
+    # a plain folder name
+    with pytest.raises(SystemExit, match="rl_tag"):
+        settings_from(build_parser().parse_args(["rl", "--rl-override", "domain.constraint.weight=2"]))
+    with pytest.raises(ValueError, match="rl_tag"):
+        demo_pipeline.Settings(rl_tag="../x")
+
+
+def test_report_pools_seeds_only_under_one_tag(tmp_path):
+    # Two records under one tag with different settings would be pooled as seeds of one experiment: refused.
+    from bench.bench_invariance_gap import rl_groups
+
+    def run(tag, seed, lr):
+        return {"rl_tag": tag, "variant": "grpo", "seed": seed, "settings": {"lr": lr}}
+
+    groups = rl_groups([run("", 0, 1e-4), run("a", 0, 1e-3), run("a", 1, 1e-3)])
+    assert {tag: [r["seed"] for r in v["grpo"]] for tag, v in groups.items()} == {"": [0], "a": [0, 1]}
+    with pytest.raises(SystemExit, match="'a' was recorded with other settings \\(\\['lr'\\]\\)"):
+        rl_groups([run("a", 0, 1e-3), run("a", 1, 1e-4)])
