@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipe.common.process_tree import end_tree
 from recipe.common.templates import SpecError
 
 MARKER_VERSION = 2
@@ -198,6 +198,9 @@ class Runner:
         own_session: each command in its own session, its whole process tree ended on any interruption (Ray's local
             cluster, torchrun); otherwise only the command is killed (Ctrl-C reaches the tree through the terminal).
         progress: for steps with `stream`, the log lines containing one of these are echoed too.
+        stop_grace_s: on an interruption, seconds the command gets after SIGTERM to end its own children (torchrun
+            ends its workers, which live in their own sessions) before its whole tree is SIGKILLed
+            (`recipe.common.process_tree.end_tree`).
     """
 
     def __init__(
@@ -208,10 +211,11 @@ class Runner:
         env: Mapping[str, str] | None = None,
         own_session: bool = False,
         progress: Sequence[str] = (),
+        stop_grace_s: float = 10.0,
     ) -> None:
         self.echo, self.dry_run, self.env = echo, dry_run, dict(env or {})
         self.state_dirs = [os.path.abspath(d) for d in state_dirs]
-        self.own_session, self.progress = own_session, tuple(progress)
+        self.own_session, self.progress, self.stop_grace_s = own_session, tuple(progress), stop_grace_s
         self.seconds: dict[str, float] = {}
 
     # ------------------------------------------------------------------ deciding
@@ -363,9 +367,5 @@ class Runner:
                             self.echo(f"  {line.rstrip()[-160:]}")
                 return proc.wait()
             except BaseException:
-                if self.own_session:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:
-                    proc.kill()
-                proc.wait()
+                end_tree(proc, self.own_session, self.stop_grace_s)
                 raise

@@ -281,6 +281,8 @@ class Pipeline:
         ]
         if spec["dc"]:
             overrides.append(f"domain.constraint.weight={s.dc_weight}")
+        if spec["method"] == "grpo_da":  # the per-prompt draw of T follows the run's seed too
+            overrides.append(f"domain_recipe.augment.seed={seed}")
         overrides += [*variant_overrides(variant), *s.rl_overrides]
         argv = ["bash", REPO / "examples" / "run_tiny_cpu.sh", *overrides]
         # the script reads its settings from the environment: part of the step's command, as the argv
