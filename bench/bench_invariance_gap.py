@@ -2,6 +2,8 @@
 
     python bench/bench_invariance_gap.py try --out bench_out/gap --name t1 --size wide --sft-steps 400
     python bench/bench_invariance_gap.py rl --out bench_out/gap --name t1 --variants grpo,grpo_da,dc,dc_dr --seeds 0,1
+    python bench/bench_invariance_gap.py rl --out bench_out/gap --name t1 --rl-tag anchored \
+        --rl-override actor_rollout_ref.actor.use_kl_loss=true ...    # other RL settings: their own runs and rows
     python bench/bench_invariance_gap.py report --out bench_out/gap [--write-results]
 
 The task: scikit-learn's real handwritten digits (`python -m data_prep digits`: 0, 1, 3, 4, 7, 8; the square's 8
@@ -16,7 +18,9 @@ the gap (original minus the mean of the 7 transformed views) with a paired boots
 variants from one try's base (`grpo`, `grpo_da`: GRPO on T(x) swapped in before generation,
 recipe/domain_grpo/config/method/grpo_da.yaml; `dc`, `dc_dr`, `dr`) over seeds, each evaluated on every view; `report`
 prints (and writes RESULTS.md's `invariance_gap` section from) everything recorded, with the reading written by hand in
-`bench/invariance_gap_notes.md`.
+`bench/invariance_gap_notes.md`. `--rl-override` (repeatable) adds Hydra keys to every RL run and needs `--rl-tag`,
+which names those runs' folders and groups them in the table: seeds are pooled, and compared with grpo, only under
+one tag, and a tag recorded with two different settings is refused.
 
 The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
 user's CLIs); this script swaps its data (digits) and its model (a size option) and passes more of verl's SFT keys to
@@ -247,7 +251,8 @@ def tries_table(tries: Sequence[dict]) -> list[str]:
 
 def rl_groups(runs: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
     """{RL settings tag: {variant: runs over seeds}}: runs are pooled over seeds only under one tag, and each is
-    compared with grpo under the same tag and seed.
+    compared with grpo under the same tag and seed. A run recorded again (a rerun whose steps were skipped) counts
+    once: its last record.
 
     Raises:
         SystemExit: one tag recorded with two different settings (pooling them would mix two experiments).
@@ -265,7 +270,8 @@ def rl_groups(runs: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
                 f"rl.jsonl: RL tag {tag or '(none)'!r} was recorded with other settings ({changed}); "
                 "give each setting its own --rl-tag"
             )
-        groups.setdefault(tag, {}).setdefault(r["variant"], []).append(r)
+        runs_of = groups.setdefault(tag, {}).setdefault(r["variant"], [])
+        runs_of[:] = [*(o for o in runs_of if o["seed"] != r["seed"]), r]
     return groups
 
 

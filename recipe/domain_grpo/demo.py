@@ -15,7 +15,8 @@
     python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
 
 Steps already done with the same settings and inputs are skipped on a rerun (`<out>/.done/`). A measurement on a toy
-model: numbers differ from run to run and machine to machine; `bench/bench_effect.py` repeats it over seeds.
+model: the same seed gives the same numbers on one machine (the CPU stand-in runs deterministically), another machine
+or library build may differ in the last digits; `bench/bench_effect.py` repeats it over seeds.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def test_report_pools_seeds_only_under_one_tag(tmp_path):
     def run(tag, seed, lr):
         return {"rl_tag": tag, "variant": "grpo", "seed": seed, "settings": {"lr": lr}}
 
-    groups = rl_groups([run("", 0, 1e-4), run("a", 0, 1e-3), run("a", 1, 1e-3)])
-    assert {tag: [r["seed"] for r in v["grpo"]] for tag, v in groups.items()} == {"": [0], "a": [0, 1]}
+    # a run recorded twice (a rerun that skipped its steps) counts once
+    groups = rl_groups([run("", 0, 1e-4), run("a", 0, 1e-3), run("a", 1, 1e-3), run("a", 0, 1e-3)])
+    assert {tag: [r["seed"] for r in v["grpo"]] for tag, v in groups.items()} == {"": [0], "a": [1, 0]}
     with pytest.raises(SystemExit, match="'a' was recorded with other settings \\(\\['lr'\\]\\)"):
         rl_groups([run("a", 0, 1e-3), run("a", 1, 1e-4)])

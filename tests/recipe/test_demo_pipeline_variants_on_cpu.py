@@ -38,3 +38,22 @@ def test_variant_composes_with_its_scopes(variant):
 
 def test_every_variant_is_checked():
     assert set(EXPECTED) == set(VARIANTS)
+
+
+def test_the_rl_command_composes_with_the_seeds_and_extra_overrides(tmp_path):
+    # The whole command Pipeline.rl builds (here grpo_da, seed 2, with Settings.rl_overrides) composes, and the run's
+    # seed reaches the rollout, the transforms and grpo_da's draw of T (before, every seed drew the same T per row).
+    from recipe.domain_grpo.demo_pipeline import Pipeline, Settings, StepError
+
+    extra = ("domain.transforms.names=[rot90,hflip]",)
+    pipe = Pipeline(tmp_path, Settings(rl_overrides=extra, rl_tag="t"), echo=lambda text: None)
+    steps = []
+    pipe.step = lambda name, argv, *a, **k: steps.append([str(x) for x in argv])  # record, run nothing
+    pipe.train_rows = lambda: 145
+    with pytest.raises(StepError, match="saved no HF weights"):
+        pipe.rl("grpo_da", 2, start=tmp_path / "warm")
+    overrides = steps[0][2:]  # after `bash examples/run_tiny_cpu.sh`
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="domain_grpo_trainer", overrides=["stand_in=cpu_tiny", *overrides])
+    assert cfg.domain_recipe.augment.seed == cfg.domain.transforms.seed == cfg.actor_rollout_ref.rollout.seed == 2
+    assert list(cfg.domain.transforms.names) == ["rot90", "hflip"]
