@@ -168,10 +168,8 @@ class Pipeline:
         return pq.ParquetFile(self.train_parquet).metadata.num_rows
 
     def run_name(self, variant: str, seed: int) -> str:
-        """`<variant>_seed<seed>_steps<N>[_<rl_tag>]`: runs of different lengths (the demo's, the bench's) or other
-        `rl_overrides` share one folder."""
-        tag = f"_{self.s.rl_tag}" if self.s.rl_tag else ""
-        return f"{variant}_seed{seed}_steps{self.s.rl_steps}{tag}"
+        """`<variant>_seed<seed>_steps<N>[_<rl_tag>]` (`run_name`)."""
+        return run_name(variant, seed, self.s.rl_steps, self.s.rl_tag)
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.out / "rl" / self.run_name(variant, seed)
@@ -300,6 +298,12 @@ class Pipeline:
         # the same path may hold other weights (a rerun with other settings): the model folder is one of the inputs
         self.step(f"eval_{name}", argv, [out / "metrics.json"], clean=[out])
         return json.loads((out / "metrics.json").read_text())
+
+
+def run_name(variant: str, seed: int, rl_steps: int, rl_tag: str = "") -> str:
+    """An RL run's name, and its folder's under `rl/` and `eval/`: `<variant>_seed<seed>_steps<N>[_<rl_tag>]`, so runs
+    of different lengths (the demo's, the bench's) or other `rl_overrides` never share one."""
+    return f"{variant}_seed{seed}_steps{rl_steps}" + (f"_{rl_tag}" if rl_tag else "")
 
 
 def variant_overrides(variant: str) -> list[str]:

@@ -98,7 +98,7 @@ def test_rl_overrides_reach_every_run_under_their_own_tag(tmp_path):
 
 def test_report_pools_seeds_only_under_one_tag(tmp_path):
     # Two records under one tag with different settings would be pooled as seeds of one experiment: refused.
-    from bench.bench_invariance_gap import rl_groups
+    from bench.invariance_gap_report import rl_groups
 
     def run(tag, seed, lr):
         return {"rl_tag": tag, "variant": "grpo", "seed": seed, "settings": {"lr": lr}}
