@@ -108,3 +108,45 @@ def test_report_pools_seeds_only_under_one_tag(tmp_path):
     assert {tag: [r["seed"] for r in v["grpo"]] for tag, v in groups.items()} == {"": [0], "a": [1, 0]}
     with pytest.raises(SystemExit, match="'a' was recorded with other settings \\(\\['lr'\\]\\)"):
         rl_groups([run("a", 0, 1e-3), run("a", 1, 1e-4)])
+
+
+def _eval_folder(out, name, views_by_image):
+    """predictions.jsonl of one run: {image: {view: answer distribution over classes a, b}} (label a everywhere)."""
+    folder = out / "tries" / "base" / "eval" / name
+    folder.mkdir(parents=True)
+    lines = []
+    for index, views in views_by_image.items():
+        for view, (pa, pb) in views.items():
+            rec = {"index": index, "view": view, "label": "a", "prediction": "a" if pa >= pb else "b"}
+            lines.append(json.dumps({**rec, "answer_distribution": {"a": pa, "b": pb}}))
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_js_ratio_against_grpo_by_hand(tmp_path):
+    # grpo: both images answer (1, 0) upright and (0, 1) turned: JS 1 bit each, mean 1.
+    # dc: image 0 turned (0.5, 0.5): JS = ½·log2(4/3) + ½·(½·log2(2/3) + ½·1) = 0.20752 + 0.10376 = 0.31128;
+    # image 1 turned (1, 0): 0. Mean 0.15564, ratio 0.15564 / 1.
+    from bench.invariance_gap_report import js_vs_grpo
+
+    _eval_folder(
+        tmp_path,
+        "grpo_seed0_steps16",
+        {0: {"identity": (1, 0), "rot90": (0, 1)}, 1: {"identity": (1, 0), "rot90": (0, 1)}},
+    )
+    _eval_folder(
+        tmp_path,
+        "dc_seed0_steps16",
+        {0: {"identity": (1, 0), "rot90": (0.5, 0.5)}, 1: {"identity": (1, 0), "rot90": (1, 0)}},
+    )
+
+    def record(variant, images=(0, 1)):
+        return {"variant": variant, "seed": 0, "base": "base", "settings": {"rl_steps": 16}, "images": list(images)}
+
+    result = js_vs_grpo(tmp_path, [record("dc")], [record("grpo")])
+    assert result["ratio"] == pytest.approx(0.31128 / 2, abs=1e-5)
+    assert result["n_images"] == 2
+    # the join is by image id: a record naming other images than its evaluation folder is refused
+    with pytest.raises(SystemExit, match="other images"):
+        js_vs_grpo(tmp_path, [record("dc", images=(0, 2))], [record("grpo")])
+    with pytest.raises(SystemExit, match="missing"):
+        js_vs_grpo(tmp_path, [{**record("dc"), "seed": 0, "rl_tag": "x"}], [record("grpo")])
