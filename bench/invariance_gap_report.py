@@ -158,22 +158,27 @@ def _excludes_zero(stat: dict) -> bool:
     return stat["ci_low"] > 0 or stat["ci_high"] < 0
 
 
-def headline(tries: Sequence[dict], runs: Sequence[dict]) -> str:
-    """The section's first line: which intervals exclude zero (computed from the records)."""
+def headline(tries: Sequence[dict], runs: Sequence[dict], out: Path | None = None) -> str:
+    """The section's first line: which intervals exclude zero (accuracy) or one (JS ratio), from the records."""
     gaps = sorted((t for t in tries if _excludes_zero(t["gap"])), key=lambda t: -t["gap"]["value"])
     base = f"**Base gap: the interval excludes zero for {len(gaps)} of {len(tries)} bases tried**"
     if gaps:
         base += f" ({gaps[0]['name']}: gap {_ci(gaps[0]['gap'])})"
-    moved = []
+    moved, js = [], []
     for tag, by_variant in rl_groups(runs).items():
+        grpo = by_variant.get("grpo", [])
         for variant in sorted(set(by_variant) - {"grpo"}):
-            d = paired_vs_grpo(by_variant[variant], by_variant.get("grpo", []))
+            rs = by_variant[variant]
+            where = f"{tag or 'default'}, {len(rs)} seed{'s' if len(rs) > 1 else ''}"
+            d = paired_vs_grpo(rs, grpo)
             if d and _excludes_zero({"ci_low": d["ci_low"], "ci_high": d["ci_high"]}):
-                moved.append(
-                    f"{variant} ({tag or 'default'}: {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])"
-                )
-    rl = "RL vs grpo (accuracy on the transformed views): "
+                moved.append(f"{variant} ({where}: {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
+            j = js_vs_grpo(out, rs, grpo) if out is not None else None
+            if j and (j["ratio_low"] > 1 or j["ratio_high"] < 1):
+                js.append(f"{variant} ({where}: {j['ratio']:.2f} [{j['ratio_low']:.2f}, {j['ratio_high']:.2f}])")
+    rl = "RL vs grpo, accuracy on the transformed views: "
     rl += f"the interval excludes zero for {', '.join(moved)}" if moved else "no interval excludes zero"
+    rl += "; held-out JS / grpo's: the interval excludes 1 for " + (", ".join(js) if js else "none")
     return f"{base}; {rl if runs else 'no RL run recorded'}."
 
 
@@ -184,7 +189,7 @@ def report(out: Path, write: bool = False) -> str:
     tries, runs = read_jsonl(out / "tries.jsonl"), read_jsonl(out / "rl.jsonl")
     head, tail = (part.strip() for part in NOTES.read_text().split(TABLES_MARK))
     bases = [t for t in tries if t["name"] in {r["base"] for r in runs}]
-    lines = [headline(tries, runs), "", head, "", *tries_table(tries), "", *rl_table(runs, bases, out), "", tail]
+    lines = [headline(tries, runs, out), "", head, "", *tries_table(tries), "", *rl_table(runs, bases, out), "", tail]
     body = "\n".join(lines) + "\n"
     print(body)
     if write:
