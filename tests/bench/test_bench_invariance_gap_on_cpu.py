@@ -55,16 +55,23 @@ def test_gap_interval_is_paired_over_images():
     assert (stats["identity-transformed"]["ci_low"], stats["identity-transformed"]["ci_high"]) == (0.0, 0.0)
 
 
-def test_sft_overrides_reach_verls_sft_command(tmp_path):
-    # --sft-override goes through Settings.sft_overrides into the SFT step's argv (so into its step key)
+def _recording_pipeline(tmp_path, argv):
+    """The bench's pipeline for a command line, its steps recorded instead of run: (pipeline, [(name, argv)])."""
     from bench.bench_invariance_gap import DigitsPipeline, build_parser, settings_from
-    from recipe.domain_grpo.demo_pipeline import StepError
 
-    argv = ["try", "--out", str(tmp_path), "--name", "t", "--sft-override", "optim.betas=[0.9,0.95]"]
     pipe = DigitsPipeline(tmp_path / "t", settings_from(build_parser().parse_args(argv)))
     steps = []
     pipe.step = lambda name, argv, *a, **k: steps.append((name, [str(x) for x in argv]))  # record, run nothing
     pipe.train_rows = lambda: 754
+    return pipe, steps
+
+
+def test_sft_overrides_reach_verls_sft_command(tmp_path):
+    # --sft-override goes through Settings.sft_overrides into the SFT step's argv (so into its step key)
+    from recipe.domain_grpo.demo_pipeline import StepError
+
+    argv = ["try", "--out", str(tmp_path), "--name", "t", "--sft-override", "optim.betas=[0.9,0.95]"]
+    pipe, steps = _recording_pipeline(tmp_path, argv)
     with pytest.raises(StepError, match="saved no HF weights"):  # nothing ran: only the commands matter here
         pipe.sft_warm_start()
     sft = dict(steps)["sft"]
@@ -75,14 +82,11 @@ def test_sft_overrides_reach_verls_sft_command(tmp_path):
 def test_rl_overrides_reach_every_run_under_their_own_tag(tmp_path):
     # --rl-override goes through Settings.rl_overrides into each RL run's argv after the variant's own overrides (so
     # into its step key), and --rl-tag names the run folders, so runs with other settings never replace each other.
-    from bench.bench_invariance_gap import DigitsPipeline, build_parser, settings_from
+    from bench.bench_invariance_gap import build_parser, settings_from
     from recipe.domain_grpo.demo_pipeline import StepError
 
     argv = ["rl", "--out", str(tmp_path), "--rl-override", "domain.constraint.target=original", "--rl-tag", "tgt"]
-    pipe = DigitsPipeline(tmp_path / "t", settings_from(build_parser().parse_args(argv)))
-    steps = []
-    pipe.step = lambda name, argv, *a, **k: steps.append((name, [str(x) for x in argv]))  # record, run nothing
-    pipe.train_rows = lambda: 754
+    pipe, steps = _recording_pipeline(tmp_path, argv)
     with pytest.raises(StepError, match="saved no HF weights"):
         pipe.rl("dc_ans", 1, start=tmp_path / "warm")
     name, command = steps[0]
