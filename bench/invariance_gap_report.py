@@ -179,7 +179,8 @@ def headline(tries: Sequence[dict], runs: Sequence[dict], out: Path | None = Non
     rl = "RL vs grpo, accuracy on the transformed views: "
     rl += f"the interval excludes zero for {', '.join(moved)}" if moved else "no interval excludes zero"
     rl += "; held-out JS / grpo's: the interval excludes 1 for " + (", ".join(js) if js else "none")
-    return f"{base}; {rl if runs else 'no RL run recorded'}."
+    scale = "Tiny CPU model: a check of the machinery, except where an interval named here excludes zero (or 1). "
+    return f"{scale}{base}; {rl if runs else 'no RL run recorded'}."
 
 
 def report(out: Path, write: bool = False) -> str:
