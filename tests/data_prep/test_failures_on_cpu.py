@@ -4,6 +4,7 @@ report.json that is byte-identical across runs."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -131,7 +132,8 @@ def hanging_read(tmp_path: Path, name: str) -> Path:
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
-        "import time\n"
+        "import faulthandler, signal, time\n"
+        "faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks of a hung run, for the test's message\n"
         "import data_prep.source as source\n"
         "_read = source.read_ref\n"
         "def read_ref(ref):\n"
@@ -178,7 +180,16 @@ def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path
     else:
         proc.send_signal(sig)
     try:
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # seen once in a full suite (2 workers, SIGINT to the group): say where
+            for p in [me, *descendants]:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(signal.SIGUSR1)  # faulthandler (hanging_read's sitecustomize) prints every stack
+            time.sleep(2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, stacks = proc.communicate(timeout=30)
+            pytest.fail(f"the run did not end within 30 s of {sig.name}; its stacks:\n{stacks.decode()[-8000:]}")
         _, alive = psutil.wait_procs(descendants, timeout=15)
     finally:  # never leave a process behind, whatever failed
         if proc.poll() is None:
