@@ -88,6 +88,9 @@ def paired_vs_grpo(rs: Sequence[dict], grpo: Sequence[dict]) -> dict | None:
     pairs = [(by_seed[r["seed"]], r) for r in rs if r["seed"] in by_seed]
     if not pairs:
         return None
+    for a, b in pairs:  # the per-image lists are joined by position: only on the same images, in the same order
+        if a["images"] != b["images"]:
+            raise SystemExit(f"rl.jsonl: {b['variant']} and grpo (seed {b['seed']}) were evaluated on other images")
     return stratified_paired_delta([(a["per_image_transformed"], b["per_image_transformed"]) for a, b in pairs])
 
 

@@ -154,3 +154,16 @@ def test_js_ratio_against_grpo_by_hand(tmp_path):
         js_vs_grpo(tmp_path, [record("dc", images=(0, 2))], [record("grpo")])
     with pytest.raises(SystemExit, match="missing"):
         js_vs_grpo(tmp_path, [{**record("dc"), "seed": 0, "rl_tag": "x"}], [record("grpo")])
+
+
+def test_accuracy_pairs_only_runs_on_the_same_images():
+    # paired_vs_grpo joins the per-image lists by position, so two runs on other images are refused, not paired
+    from bench.invariance_gap_report import paired_vs_grpo
+
+    def run(variant, images, correct):
+        return {"variant": variant, "seed": 0, "images": images, "per_image_transformed": correct}
+
+    same = paired_vs_grpo([run("dc", [1, 2], [1.0, 0.0])], [run("grpo", [1, 2], [0.0, 0.0])])
+    assert same["delta"] == pytest.approx(0.5)  # (1 + 0) / 2 − (0 + 0) / 2
+    with pytest.raises(SystemExit, match="other images"):
+        paired_vs_grpo([run("dc", [1, 3], [1.0, 0.0])], [run("grpo", [1, 2], [0.0, 0.0])])
