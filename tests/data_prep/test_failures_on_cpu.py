@@ -134,6 +134,9 @@ def hanging_read(tmp_path: Path, name: str) -> Path:
     (site / "sitecustomize.py").write_text(
         "import faulthandler, signal, time\n"
         "faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks of a hung run, for the test's message\n"
+        "# Ctrl-C as from a terminal: a suite started in the background (`make test &`) hands its children SIGINT\n"
+        "# ignored, and the run then never sees the signal (the hang this test once showed); workers re-ignore it\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import data_prep.source as source\n"
         "_read = source.read_ref\n"
         "def read_ref(ref):\n"
@@ -182,7 +185,7 @@ def test_a_signal_removes_the_temporary_folder_and_the_workers(pn_root, tmp_path
     try:
         try:
             _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # seen once in a full suite (2 workers, SIGINT to the group): say where
+        except subprocess.TimeoutExpired:  # a run that hangs: say where
             for p in [me, *descendants]:
                 with contextlib.suppress(psutil.Error):
                     p.send_signal(signal.SIGUSR1)  # faulthandler (hanging_read's sitecustomize) prints every stack
