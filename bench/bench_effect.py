@@ -1,13 +1,13 @@
 """The effect of the domain terms on held-out cross-view consistency, over seeds, on CPU: grpo vs the answer-span
 variants (dc_ans, dr_ans, dc_dr_ans) and dc_dr over the whole response (the scope's control).
 
-The demo's comparison (`python -m recipe.domain_grpo.demo`) repeated: ONE shared warm start (the tiny Qwen2.5-VL after
-verl's SFT trainer on the demo-rs train tiles, built once), then for every seed and variant an RL run through verl's
-loop (`examples/run_tiny_cpu.sh`, `stand_in=cpu_tiny`: deterministic; same data order, seed = rollout seed + transform
-seed) with the real task's exact-match reward, then the evaluation CLI on the held-out tiles under the 7 non-identity
-symmetries of the square. Reports mean ± std over seeds (sample std) of held-out accuracy per view, answer agreement
-and cross-view JS, each variant's held-out JS over GRPO's per seed, and a paired 95% interval against GRPO per
-number: items (seed, held-out image), resampled by image (`verl_ext/evaluation/paired.py`).
+The first demo's comparison (before `make demo` moved to the digits base with a gap) over seeds: ONE shared warm start
+(the tiny Qwen2.5-VL after verl's SFT trainer on the demo-rs train tiles, built once), then for every seed and variant
+an RL run through verl's loop (`examples/run_tiny_cpu.sh`, `stand_in=cpu_tiny`: deterministic; same data order, seed =
+rollout seed + transform seed) with the real task's exact-match reward, then the evaluation CLI on the held-out tiles
+under the 7 non-identity symmetries of the square. Reports mean ± std over seeds (sample std) of held-out accuracy per
+view, answer agreement and cross-view JS, each variant's held-out JS over GRPO's per seed, and a paired 95% interval
+against GRPO per number: items (seed, held-out image), resampled by image (`verl_ext/evaluation/paired.py`).
 
 A measurement, not a test: nothing here asserts an effect. Runs are resumable (`<work>/.done/`).
 

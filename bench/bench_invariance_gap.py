@@ -22,9 +22,11 @@ prints (and writes RESULTS.md's `invariance_gap` section from) everything record
 which names those runs' folders and groups them in the table: seeds are pooled, and compared with grpo, only under
 one tag, and a tag recorded with two different settings is refused.
 
-The steps are `recipe/domain_grpo/demo_pipeline.py`'s Pipeline (resumable, one subprocess per step, exactly the
-user's CLIs); this script swaps its data (digits) and its model (a size option) and passes more of verl's SFT keys to
-its SFT step (`--sft-override`, e.g. Adam's betas: `Settings.sft_overrides`).
+The steps are `recipe/domain_grpo/digits_base.py`'s DigitsPipeline (the demo's Pipeline on the digits task: resumable,
+one subprocess per step, exactly the user's CLIs) with a size option for the model, and more of verl's SFT keys passed
+to its SFT step (`--sft-override`, e.g. Adam's betas: `Settings.sft_overrides`). `make demo` runs the `default` rows'
+grpo and dc_dr for one seed from the t3 base, shipped (`python -m recipe.domain_grpo.digits_base ship --from
+<out>/tries/<name> --evaluation sft` writes a try as the shipped base).
 """
 
 from __future__ import annotations
@@ -33,96 +35,27 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe.domain_grpo import demo_pipeline  # noqa: E402
-from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Pipeline, Settings  # noqa: E402
-from verl_ext.stats import accuracy_statistic, paired_cluster_bootstrap  # noqa: E402
+from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Settings  # noqa: E402
+from recipe.domain_grpo.digits_base import DigitsPipeline  # noqa: E402
+from verl_ext.evaluation.view_gap import IDENTITY, gap_record  # noqa: E402
 
-IDENTITY = "identity"
 SIZE_FIELDS = ("hidden", "layers", "vision_hidden", "vision_depth")
-
-
-class DigitsPipeline(Pipeline):
-    """The demo's Pipeline on the digits task with a sized tiny model."""
-
-    def __init__(self, out: str | Path, settings: Settings, size_args: Sequence[str] = ()) -> None:
-        super().__init__(out, settings)
-        self.size_args = [str(a) for a in size_args]
-
-    def prepare_data(self) -> None:
-        """scikit-learn's digits -> train (upright, 754 rows) / test (323 rows) parquet with the D4 whitelist."""
-        argv = [sys.executable, "-m", "data_prep", "digits", "--out", self.data, "--no-progress", "--workers", "0"]
-        argv += ["--seed", str(self.s.seed)]
-        self.step("data", argv, [self.train_parquet, self.test_parquet], clean=[self.data])
-
-    def build_model(self) -> None:
-        """The tiny random Qwen2.5-VL at the requested size (`verl_ext.cpu.tiny_qwen25vl --size/...`)."""
-        argv = [sys.executable, "-m", "verl_ext.cpu.tiny_qwen25vl", "--out", self.base_model, *self.size_args]
-        self.step("model", argv, [self.base_model / "model.safetensors"], clean=[self.base_model])
-
-
-def correct_by_view(predictions: Path) -> tuple[list[int], dict[str, np.ndarray]]:
-    """From the evaluation CLI's predictions.jsonl: (image indices, {view: `[N]` 1.0/0.0 correct}) on the images
-    every view evaluated, in index order."""
-    table: dict[str, dict[int, float]] = {}
-    for line in predictions.read_text().splitlines():
-        rec = json.loads(line)
-        table.setdefault(rec["view"], {})[int(rec["index"])] = float(rec["prediction"] == rec["label"])
-    common = sorted(set.intersection(*(set(v) for v in table.values())))
-    return common, {view: np.array([vals[i] for i in common]) for view, vals in table.items()}
-
-
-def gap_statistics(correct: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict[str, float]]:
-    """Accuracy per view and the paired gaps, with percentile intervals from one image-level bootstrap.
-
-    Args:
-        correct: {view: `[N]` 1/0 correct on the same N images}; must hold "identity".
-        seed: the bootstrap's seed.
-
-    Returns:
-        {view: {...}, "transformed": {...} (all non-identity views pooled, each image weighing the same),
-        "identity-<view>" and "identity-transformed": original minus the view (the gap; > 0: the view is worse)},
-        each {"value", "ci_low", "ci_high", "n_items", "n_clusters"}.
-
-    Note:
-        `paired_cluster_bootstrap` reports b − a for a pair (a, b); the gap is original − transformed, so the pair is
-        (view, identity). The pooled arm's parts per image are (correct views, number of views), so its accuracy is
-        the mean over views and images and the interval still resamples images.
-    """
-    views = [v for v in correct if v != IDENTITY]
-    parts = {v: np.stack([c, np.ones_like(c)], axis=-1) for v, c in correct.items()}  # {view: [N, 2]}
-    stacked = np.stack([correct[v] for v in views], axis=0)  # [V, N]
-    parts["transformed"] = np.stack([stacked.sum(0), np.full(stacked.shape[1], float(len(views)))], axis=-1)  # [N, 2]
-    groups = np.arange(len(correct[IDENTITY]))  # [N] one cluster per image
-    pairs = [(v, IDENTITY) for v in [*views, "transformed"]]
-    return paired_cluster_bootstrap(parts, groups, accuracy_statistic, pairs, seed=seed)
 
 
 def evaluate_record(pipe: DigitsPipeline, name: str, model: Path) -> dict:
     """Run the evaluation CLI on `model` and summarise it (accuracy per view, the gap with its interval)."""
     metrics = pipe.evaluate(name, model)
-    images, correct = correct_by_view(pipe.out / "eval" / name / "predictions.jsonl")
-    stats = gap_statistics(correct)
-    transformed = np.mean([c for v, c in correct.items() if v != IDENTITY], axis=0)  # [N] share of views right
     return {
-        "n_images": len(images),
-        "images": images,
-        "per_image_original": correct[IDENTITY].tolist(),
-        "per_image_transformed": transformed.tolist(),
-        "accuracy": {v: stats[v]["value"] for v in correct},
+        **gap_record(pipe.out / "eval" / name / "predictions.jsonl"),
         "valid_rate": metrics["valid_rate"],
         "mean_js": metrics["invariance"]["mean_js"],
         "mean_agreement": metrics["invariance"]["mean_agreement"],
-        "transformed": stats["transformed"],
-        "gap": stats["identity-transformed"],
-        "gap_by_view": {v: stats[f"identity-{v}"] for v in correct if v != IDENTITY},
     }
 
 

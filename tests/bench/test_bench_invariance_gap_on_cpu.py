@@ -1,63 +1,19 @@
-"""bench/bench_invariance_gap.py's arithmetic: per-view correctness from predictions.jsonl and the paired gap, checked
-by hand."""
+"""bench/bench_invariance_gap.py: its commands (recorded, not run) and its report's arithmetic, checked by hand (the
+gap's own arithmetic: tests/verl_ext/evaluation/test_view_gap_on_cpu.py)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from bench.bench_invariance_gap import correct_by_view, gap_statistics
 from recipe.domain_grpo import demo_pipeline
-
-
-def test_correct_by_view_keeps_the_images_every_view_has(tmp_path):
-    records = [
-        {"index": 7, "view": "identity", "label": "3", "prediction": "3"},
-        {"index": 2, "view": "identity", "label": "1", "prediction": None},  # no answer: wrong
-        {"index": 9, "view": "identity", "label": "0", "prediction": "0"},  # no rot90 record: dropped
-        {"index": 7, "view": "rot90", "label": "3", "prediction": "8"},
-        {"index": 2, "view": "rot90", "label": "1", "prediction": "1"},
-    ]
-    path = tmp_path / "predictions.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    images, correct = correct_by_view(path)
-    assert images == [2, 7]  # index order
-    assert correct["identity"].tolist() == [0.0, 1.0] and correct["rot90"].tolist() == [1.0, 0.0]
-
-
-def test_gap_by_hand():
-    correct = {
-        "identity": np.array([1.0, 1.0, 1.0, 0.0]),  # 3/4 = 0.75
-        "rot90": np.array([0.0, 1.0, 0.0, 0.0]),  # 1/4 = 0.25
-        "hflip": np.array([1.0, 0.0, 0.0, 0.0]),  # 1/4 = 0.25
-    }
-    stats = gap_statistics(correct)
-    assert stats["identity"]["value"] == pytest.approx(0.75)
-    assert stats["transformed"]["value"] == pytest.approx(0.25)  # (1 + 1 + 0 + 0) right of 4 images x 2 views = 2/8
-    assert stats["identity-transformed"]["value"] == pytest.approx(0.5)  # 0.75 - 0.25: the gap, original minus views
-    assert stats["identity-rot90"]["value"] == pytest.approx(0.5)
-    for stat in stats.values():
-        assert stat["ci_low"] <= stat["value"] + 1e-12 and stat["value"] - 1e-12 <= stat["ci_high"]
-        assert stat["n_clusters"] == 4
-
-
-def test_gap_interval_is_paired_over_images():
-    # every image: right upright, wrong turned -> each resample's gap is exactly 1, so the interval is [1, 1]
-    n = 50
-    stats = gap_statistics({"identity": np.ones(n), "rot90": np.zeros(n), "vflip": np.zeros(n)})
-    gap = stats["identity-transformed"]
-    assert (gap["value"], gap["ci_low"], gap["ci_high"]) == (1.0, 1.0, 1.0)
-    # the same accuracies with no pairing structure: half the images right in both views -> gap 0 exactly
-    half = (np.arange(n) % 2).astype(float)
-    stats = gap_statistics({"identity": half, "rot90": half})
-    assert (stats["identity-transformed"]["ci_low"], stats["identity-transformed"]["ci_high"]) == (0.0, 0.0)
 
 
 def _recording_pipeline(tmp_path, argv):
     """The bench's pipeline for a command line, its steps recorded instead of run: (pipeline, [(name, argv)])."""
-    from bench.bench_invariance_gap import DigitsPipeline, build_parser, settings_from
+    from bench.bench_invariance_gap import build_parser, settings_from
+    from recipe.domain_grpo.digits_base import DigitsPipeline
 
     pipe = DigitsPipeline(tmp_path / "t", settings_from(build_parser().parse_args(argv)))
     steps = []
