@@ -33,7 +33,15 @@ from pathlib import Path
 
 from recipe.common.runs import read_metrics
 from recipe.domain_grpo.demo_pipeline import VARIANTS, Settings, StepError, exit_on_sigterm
-from recipe.domain_grpo.demo_report import gap_table, markdown_table, paired_runs, paired_table, plot_demo, summary
+from recipe.domain_grpo.demo_report import (
+    gap_table,
+    headline,
+    markdown_table,
+    paired_runs,
+    paired_table,
+    plot_demo,
+    summary,
+)
 from recipe.domain_grpo.digits_base import (
     BASE_SFT,
     SHIPPED_BASE,
@@ -138,9 +146,10 @@ def run_demo(out: Path, settings: Settings, build_base: bool = False) -> dict:
     paired = paired_runs(evals["grpo"], evals["dc_dr"])  # same images, same seed: per-image pairs
     js = paired["js"]
     interval = ("dc_dr", js["base"] * js["ratio_low"], js["base"] * js["ratio_high"])
-    png = plot_demo(out / "demo.png", models, train, labels, title, js_interval=interval)
+    png = plot_demo(out / "demo.png", models, train, labels, title, js_interval=interval, gaps=gaps)
     table = "\n\n".join(
         [
+            headline(gaps["base"], paired, "dc_dr", "grpo"),
             markdown_table(models, labels, reference="grpo"),
             gap_table(gaps, labels),
             paired_table(paired, "grpo", "dc_dr"),

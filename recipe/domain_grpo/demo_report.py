@@ -85,6 +85,32 @@ def gap_table(gaps: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) 
     return "\n".join(lines)
 
 
+def _side(low: float, high: float, null: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "no interval"
+    return f"{'contains' if low <= null <= high else 'excludes'} {null:g}"
+
+
+def headline(gap: Mapping[str, Any], paired: Mapping[str, Mapping[str, float]], arm: str, reference: str) -> str:
+    """The demo's first line: what its intervals show and what they leave open (one seed on a tiny CPU model: a
+    check of the machinery wherever an interval contains no change).
+
+    Args:
+        gap: the base's `gap_record` (its "gap": value and interval).
+        paired: `paired_runs(reference, arm)`.
+    """
+    g, js, acc = gap["gap"], paired["js"], paired["accuracy_transformed"]
+    return (
+        f"Tiny CPU model, one seed: a check of the machinery wherever an interval contains no change. The base's "
+        f"invariance gap is {g['value']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] "
+        f"({_side(g['ci_low'], g['ci_high'], 0.0)}). Against {reference} on the same {js['n_images']} held-out "
+        f"images, {arm}'s cross-view JS is {js['ratio']:.3g} x [{js['ratio_low']:.3g}, {js['ratio_high']:.3g}] "
+        f"({_side(js['ratio_low'], js['ratio_high'], 1.0)}) and its accuracy on the 7 other views changes by "
+        f"{acc['delta']:+.3f} [{acc['delta_low']:+.3f}, {acc['delta_high']:+.3f}] "
+        f"({_side(acc['delta_low'], acc['delta_high'], 0.0)})."
+    )
+
+
 def paired_runs(reference_eval: Path, arm_eval: Path) -> dict[str, dict[str, float]]:
     """{metric: `paired_comparison` of the arm against the reference} over the held-out images both evaluations have
     (folders of the evaluation CLI: their `predictions.jsonl`), 95% percentile bootstrap over images."""
@@ -127,6 +153,7 @@ def plot_demo(
     labels: Mapping[str, str],
     title: str,
     js_interval: tuple[str, float, float] | None = None,
+    gaps: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """One PNG: 3 training-curve panels (one line per RL run), held-out JS and agreement per model, accuracy per view.
 
@@ -135,6 +162,12 @@ def plot_demo(
         train: {run name: {step: verl metrics}}.
         js_interval: (model, low, high) drawn as an error bar on that model's held-out JS bar (the demo: GRPO's JS
             times the 95% interval of the paired ratio dc_dr / grpo).
+        gaps: {name: `gap_record`} (optional): each model's invariance gap and its interval in the accuracy panel's
+            legend.
+
+    Note:
+        The JS panel is on a log scale only when the models' JS spans more than two decades (a random model's float
+        noise next to a trained one's); otherwise linear from 0, so bar heights compare as ratios.
     """
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
@@ -158,7 +191,8 @@ def plot_demo(
     ax = axes[1, 0]
     js = [models[n]["js"] for n in names]
     ax.bar(range(len(names)), js, color=[colors[n] for n in names])
-    ax.set_yscale("log")
+    if max(js) > 100 * max(min(js), 1e-30):
+        ax.set_yscale("log")
     ax.set_xticks(range(len(names)), [labels.get(n, n) for n in names], rotation=15, fontsize=8)
     suffix = "; bar: 95% CI of the ratio to GRPO" if js_interval is not None else ""
     ax.set_title(f"held-out cross-view JS (bits, mean over 7 transforms{suffix})", fontsize=10)
@@ -180,11 +214,15 @@ def plot_demo(
     width = 0.8 / len(names)
     for k, n in enumerate(names):
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(views))]
-        ax.bar(xs, [models[n]["accuracy_per_view"][v] for v in views], width, label=labels.get(n, n), color=colors[n])
+        label = labels.get(n, n)
+        if gaps is not None and n in gaps:
+            g = gaps[n]["gap"]
+            label += f"; gap {g['value']:+.2f} [{g['ci_low']:+.2f}, {g['ci_high']:+.2f}]"
+        ax.bar(xs, [models[n]["accuracy_per_view"][v] for v in views], width, label=label, color=colors[n])
     ax.set_xticks(range(len(views)), views, rotation=30, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title("held-out accuracy per view", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return save_figure_atomic(fig, path)

@@ -60,7 +60,8 @@ def test_demo_writes_png_tables_and_metrics(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # the console ends with the markdown tables (the same as summary.md)
     table = (out / "summary.md").read_text().strip()
-    assert table.startswith("| model |") and "GRPO + DC + DR" in table and "Paired on the same 2 held-out" in table
+    assert table.startswith("Tiny CPU model, one seed: a check of the machinery") and "| model |" in table
+    assert "GRPO + DC + DR" in table and "Paired on the same 2 held-out" in table
     assert "Invariance gap" in table and "upright-SFT base" in table
     assert proc.stdout.rstrip().endswith(table.splitlines()[-1])
     # a rerun with the same settings skips every step
