@@ -108,8 +108,11 @@ def base_model(pipe: DigitsPipeline, build: bool) -> tuple[Path, str]:
         )
     pipe.build_model()
     built = pipe.sft_warm_start()
-    same = "bit-identical to" if compare_with_shipped(built) else "different from (another machine or settings)"
-    return built, f"base built here ({pipe.s.sft_steps} SFT steps of {pipe.s.sft_batch}): {same} the shipped one"
+    same = {True: "bit-identical to", False: "different from (another machine or settings)", None: "no provenance of"}
+    return built, (
+        f"base built here ({pipe.s.sft_steps} SFT steps of {pipe.s.sft_batch}): "
+        f"{same[compare_with_shipped(built)]} the shipped one"
+    )
 
 
 def run_demo(out: Path, settings: Settings, build_base: bool = False) -> dict:

@@ -135,9 +135,13 @@ def check_shipped_base(folder: Path, train_parquet: Path) -> dict:
     return record
 
 
-def compare_with_shipped(built: Path, folder: Path = SHIPPED_BASE) -> bool:
-    """Whether the rebuilt base's weights are bit-identical to the shipped base's (its recorded sha256)."""
-    record = json.loads((folder / PROVENANCE).read_text(encoding="utf-8"))
+def compare_with_shipped(built: Path, folder: Path = SHIPPED_BASE) -> bool | None:
+    """Whether the rebuilt base's weights are bit-identical to the shipped base's (its recorded sha256); None when
+    there is no shipped base to compare with."""
+    record_path = folder / PROVENANCE
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text(encoding="utf-8"))
     return sha256_file(built / "model.safetensors") == record["files"]["model.safetensors"]
 
 
