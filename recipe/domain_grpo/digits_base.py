@@ -99,12 +99,40 @@ def split_digest(parquet: str | Path) -> tuple[str, int]:
                 array = np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
             pixels.update(f"{array.shape}".encode() + array.tobytes())
         prompt = json.dumps(row["prompt"], sort_keys=True)
-        rows.append((int(info["index"]), str(info.get("source_path")), row["reward_model"]["ground_truth"], prompt))
-        rows[-1] += (pixels.hexdigest(),)
+        label = row["reward_model"]["ground_truth"]
+        rows.append((int(info["index"]), str(info.get("source_path")), label, prompt, pixels.hexdigest()))
     digest = hashlib.sha256()
     for rec in sorted(rows):
         digest.update(json.dumps(rec).encode() + b"\n")
     return digest.hexdigest(), len(rows)
+
+
+def read_provenance(folder: Path) -> dict:
+    """The base's `provenance.json`.
+
+    Raises:
+        BaseMismatch: it is missing, not JSON, or lacks a field the checks read.
+    """
+    path = folder / PROVENANCE
+    if not path.is_file():
+        raise BaseMismatch(f"no {PROVENANCE} in {folder}: restore it (git checkout) or use --build-base")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        record = f"not JSON: {err}"
+    if isinstance(record, dict):
+        wanted = (("files", None), ("train_split", "digest"), ("train_split", "rows"), ("held_out_when_shipped", "gap"))
+        missing = [
+            f"{a}.{b}" if b else a
+            for a, b in wanted
+            if not isinstance(record.get(a), dict) or b not in {None, *record[a]}
+        ]
+        problem = f"missing {', '.join(missing)}" if missing else None
+    else:
+        problem = record if isinstance(record, str) else "not a JSON object"
+    if problem:
+        raise BaseMismatch(f"{path} is unreadable ({problem}): restore it (git checkout) or use --build-base")
+    return record
 
 
 def check_shipped_base(folder: Path, train_parquet: Path) -> dict:
@@ -115,9 +143,7 @@ def check_shipped_base(folder: Path, train_parquet: Path) -> dict:
             (the data were made otherwise, so the held-out split may hold images the base was trained on).
     """
     record_path = folder / PROVENANCE
-    if not record_path.is_file():
-        raise BaseMismatch(f"no {PROVENANCE} in {folder}: restore it (git checkout) or use --build-base")
-    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record = read_provenance(folder)
     for name, expected in sorted(record["files"].items()):
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
@@ -138,10 +164,9 @@ def check_shipped_base(folder: Path, train_parquet: Path) -> dict:
 def compare_with_shipped(built: Path, folder: Path = SHIPPED_BASE) -> bool | None:
     """Whether the rebuilt base's weights are bit-identical to the shipped base's (its recorded sha256); None when
     there is no shipped base to compare with."""
-    record_path = folder / PROVENANCE
-    if not record_path.is_file():
+    if not (folder / PROVENANCE).is_file():
         return None
-    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record = read_provenance(folder)
     return sha256_file(built / "model.safetensors") == record["files"]["model.safetensors"]
 
 

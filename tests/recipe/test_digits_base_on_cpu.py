@@ -108,6 +108,11 @@ def test_a_changed_file_or_other_data_stops_the_demo(digits, tmp_path):
     subprocess.run([*argv, "--seed", "1"], cwd=REPO, check=True, capture_output=True, timeout=300)
     with pytest.raises(BaseMismatch, match="is not the one the shipped base was trained on"):
         check_shipped_base(base, other / "train.parquet")
+    record = json.loads((base / PROVENANCE).read_text())
+    for broken in ("{not json", json.dumps({**record, "train_split": {}}), "[]"):
+        (base / PROVENANCE).write_text(broken)
+        with pytest.raises(BaseMismatch, match="provenance.json is unreadable"):
+            check_shipped_base(base, digits / "train.parquet")
     (base / PROVENANCE).unlink()
     with pytest.raises(BaseMismatch, match="no provenance.json"):
         check_shipped_base(base, digits / "train.parquet")
