@@ -55,16 +55,24 @@ class BaseMismatch(StepError):
 
 
 class DigitsPipeline(Pipeline):
-    """The demo's Pipeline on the digits task (`python -m data_prep digits`), with an optionally sized tiny model."""
+    """The demo's Pipeline on the digits task (`python -m data_prep digits`), with an optionally sized tiny model.
 
-    def __init__(self, out: str | Path, settings: Settings, size_args: Sequence[str] = (), **kwargs) -> None:
+    Note:
+        The train/test split has its own seed (`split_seed`, 0: the shipped base's), not the RL runs' `Settings.seed`:
+        another rollout seed must not move held-out images into the train split the base was trained on.
+    """
+
+    def __init__(
+        self, out: str | Path, settings: Settings, size_args: Sequence[str] = (), split_seed: int = 0, **kwargs
+    ) -> None:
         super().__init__(out, settings, **kwargs)
         self.size_args = [str(a) for a in size_args]
+        self.split_seed = split_seed
 
     def prepare_data(self) -> None:
         """scikit-learn's digits -> train (upright, 754 rows) / test (323 rows) parquet with the D4 whitelist."""
         argv = [sys.executable, "-m", "data_prep", "digits", "--out", self.data, "--no-progress", "--workers", "0"]
-        argv += ["--seed", str(self.s.seed)]
+        argv += ["--seed", str(self.split_seed)]
         self.step("data", argv, [self.train_parquet, self.test_parquet], clean=[self.data])
 
     def build_model(self) -> None:

@@ -157,3 +157,15 @@ def test_ship_writes_a_base_that_passes_its_own_check(digits, tmp_path):
     assert record["held_out_when_shipped"]["gap"] == [1.0, 1.0, 1.0]  # every image right upright, wrong turned
     assert check_shipped_base(dest, digits / "train.parquet")["files"] == record["files"]
     assert sorted(p.name for p in dest.iterdir()) == sorted([*digits_base.MODEL_FILES, PROVENANCE])
+
+
+def test_the_rl_seed_does_not_move_the_split(tmp_path):
+    # `--seed 1` seeds the RL runs; the digits split stays the shipped base's (seed 0), else the held-out images
+    # would include images the base was trained on (and the provenance check would refuse the data).
+    args = demo.build_parser().parse_args(["--out", str(tmp_path), "--seed", "1"])
+    pipe = digits_base.DigitsPipeline(tmp_path, demo.settings_from(args))
+    steps = {}
+    pipe.step = lambda name, argv, *a, **k: steps.update({name: [str(x) for x in argv]})
+    pipe.prepare_data()
+    data = steps["data"]
+    assert data[data.index("--seed") + 1] == "0" and pipe.s.seed == 1
