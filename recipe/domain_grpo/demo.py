@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build the base here with verl's SFT trainer instead of using the shipped one",
     )
-    p.add_argument("--sft-steps", type=int, default=d.sft_steps, help="with --build-base: SFT steps")
-    p.add_argument("--sft-batch", type=int, default=d.sft_batch, help="with --build-base: SFT batch size")
+    p.add_argument("--sft-steps", type=int, default=None, help=f"with --build-base: SFT steps ({d.sft_steps})")
+    p.add_argument("--sft-batch", type=int, default=None, help=f"with --build-base: SFT batch size ({d.sft_batch})")
     return p
 
 
@@ -85,8 +85,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(
         DEMO,
         rl_steps=args.steps,
-        sft_steps=args.sft_steps,
-        sft_batch=args.sft_batch,
+        sft_steps=args.sft_steps or DEMO.sft_steps,
+        sft_batch=args.sft_batch or DEMO.sft_batch,
         batch_size=args.batch_size,
         n=args.n,
         lr=args.lr,
@@ -181,8 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; a failed step (or a base that does not match its provenance) exits 1 with one line."""
     args = build_parser().parse_args(argv)
     exit_on_sigterm()
+    if not args.build_base and (args.sft_steps is not None or args.sft_batch is not None):
+        print(
+            "error: --sft-steps/--sft-batch size the base that --build-base builds; add --build-base", file=sys.stderr
+        )
+        return 2
     for name in ("steps", "sft_steps", "sft_batch", "batch_size", "n"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     try:

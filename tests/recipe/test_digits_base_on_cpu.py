@@ -169,3 +169,12 @@ def test_the_rl_seed_does_not_move_the_split(tmp_path):
     pipe.prepare_data()
     data = steps["data"]
     assert data[data.index("--seed") + 1] == "0" and pipe.s.seed == 1
+
+
+def test_sft_sizes_without_build_base_are_refused(tmp_path, capsys):
+    # the shipped base is used as it is: an SFT size given without --build-base would be ignored, so it is refused
+    assert demo.main(["--out", str(tmp_path), "--sft-steps", "10"]) == 2
+    assert "add --build-base" in capsys.readouterr().err
+    assert demo.main(["--out", str(tmp_path), "--build-base", "--sft-steps", "0"]) == 2
+    assert "--sft-steps must be >= 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any step ran
