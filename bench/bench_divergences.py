@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import torch
@@ -158,12 +159,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.tokens, args.vocab, args.repeats, args.threads)))
         return
+    if args.out:  # imported before the minutes of measuring, so a broken import fails at once
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.results_file import replace_section
     results = {m: run(m, args) for m in ("chunked", "naive")}
     text = report(results, args)
     print(text)
     if args.out:
-        from bench.results_file import replace_section
-
         replace_section(args.out, "divergences", "Chunked full-vocabulary KL + JS vs naive fp32", text)
 
 
