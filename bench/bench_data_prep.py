@@ -48,15 +48,27 @@ def _scene() -> np.ndarray:
     return np.stack([s2demo.stretch(bands[b]) for b in ("B04", "B03", "B02")], axis=-1)
 
 
+def crop_specs(shape: tuple[int, int], n_total: int, seed: int = 7) -> np.ndarray:
+    """`[n_total, 3]` distinct (y, x, quarter turns) crops of a scene of `shape`, drawn without replacement.
+
+    Note:
+        Drawn independently per class (before stop 25), 31,500 crops of the 1947 x 1933 scene repeated 44 positions
+        under different labels, which data_prep's duplicate check rightly refuses: the set must have no duplicates,
+        as NWPU-RESISC45 has none.
+    """
+    ys, xs = shape[0] - SIDE, shape[1] - SIDE
+    flat = np.random.default_rng(seed).choice(ys * xs * 4, size=n_total, replace=False)  # [n_total]
+    return np.stack([flat // (xs * 4), (flat // 4) % xs, flat % 4], axis=-1)  # [n_total, 3]
+
+
 def _write_class(args: tuple[Path, int, str, int]) -> int:
     root, c, cls, n = args
     scene = _SCENE
-    rng = np.random.default_rng([7, c])
+    specs = crop_specs(scene.shape[:2], n * len(CLASS_NAMES))[c * n : (c + 1) * n]  # [n, 3] this class's crops
     folder = root / "NWPU-RESISC45" / cls
     folder.mkdir(parents=True, exist_ok=True)
-    for j in range(n):
-        y, x = rng.integers(0, scene.shape[0] - SIDE), rng.integers(0, scene.shape[1] - SIDE)
-        tile = np.rot90(scene[y : y + SIDE, x : x + SIDE], k=int(rng.integers(4)))
+    for j, (y, x, k) in enumerate(specs):
+        tile = np.rot90(scene[y : y + SIDE, x : x + SIDE], k=int(k))
         Image.fromarray(np.ascontiguousarray(tile)).save(folder / f"{cls}_{j + 1:03d}.jpg", quality=90)
     return n
 
@@ -68,7 +80,7 @@ def _init_scene() -> None:
 
 def generate(root: Path, n_per_class: int, workers: int) -> None:
     """Write the NWPU-layout set once (a marker file records the size)."""
-    marker = root / f".complete-{n_per_class}"
+    marker = root / f".complete-distinct-{n_per_class}"  # sets from before the distinct crops are regenerated
     if marker.exists():
         return
     shutil.rmtree(root, ignore_errors=True)
