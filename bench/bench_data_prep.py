@@ -284,7 +284,8 @@ def write_section(r: dict, args: argparse.Namespace) -> None:
         f"Machine: {cores} cores ({platform.machine()}), {args.workers} pool workers, page cache warm, load average"
         f" {r['load_before']} before the runs; the table gives the best of {args.repeats} interleaved runs",
         "(all runs in brackets); CPU = user + system s of the whole process tree. The limit is the copy into memory:",
-        "on this VM (ext4, online discard) the copy to disk took 1.5-4.1 s the first time in a run and 9-27 s later,",
+        "on this VM (ext4, online discard) the copy to disk drifts from run to run (this run: "
+        f"{', '.join(f'{x:g}' for x in r['copy_disk']['all_s'])} s),",
         "nearly all of it kernel time creating the 31,500 files (the conversion writes 3 files): listed, not used.",
         "",
         "| step | best s | images/s | x copy | all runs (s) | CPU s (all runs) | peak RSS (process tree) |",
