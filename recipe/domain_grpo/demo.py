@@ -101,10 +101,10 @@ def base_model(pipe: DigitsPipeline, build: bool) -> tuple[Path, str]:
     if not build:
         record = check_shipped_base(SHIPPED_BASE, pipe.train_parquet)
         shipped = record["held_out_when_shipped"]
+        steps = record.get("sft", {}).get("sft_steps", "?")
         return SHIPPED_BASE, (
             f"shipped base {SHIPPED_BASE.relative_to(REPO)} (files and train split match its provenance; "
-            f"{record['sft']['sft_steps']} SFT steps; gap when shipped {shipped['gap'][0]:+.3f} on "
-            f"{shipped['images']} images)"
+            f"{steps} SFT steps; gap when shipped {shipped['gap'][0]:+.3f} on {shipped.get('images', '?')} images)"
         )
     pipe.build_model()
     built = pipe.sft_warm_start()
