@@ -36,6 +36,7 @@ from recipe.domain_grpo.demo_pipeline import VARIANTS, Pipeline, Settings, exit_
 from recipe.domain_grpo.demo_report import summary  # noqa: E402
 from verl_ext.evaluation.paired import IMAGE_METRICS, image_values, paired_comparison, per_seed_delta, read_predictions  # noqa: E402
 from verl_ext.evaluation.runner import write_json_atomic  # noqa: E402
+from verl_ext.stats import separation  # noqa: E402
 
 # grpo, the three answer-span variants, and dc_dr over the whole response (the control of the scope)
 ORDER = ("grpo", "dc_dr_ans", "dr_ans", "dc_ans", "dc_dr")
@@ -146,7 +147,7 @@ def _ci(e: Mapping, key: str, fmt: str = "+.3f") -> str:
     value, lo, hi = e[key], e[f"{key}_low"], e[f"{key}_high"]
     null = 0.0 if key == "delta" else 1.0
     cell = f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
-    return f"**{cell}**" if (lo > null or hi < null) else cell
+    return f"**{cell}**" if separation(lo, hi, null) else cell
 
 
 def markdown(result: Mapping) -> str:

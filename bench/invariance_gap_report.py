@@ -17,6 +17,7 @@ from pathlib import Path
 
 from recipe.domain_grpo.demo_pipeline import D4_TRANSFORMS, Settings, run_name
 from verl_ext.evaluation.paired import image_values, paired_comparison, read_predictions
+from verl_ext.stats import separation
 
 IDENTITY = "identity"
 TITLE = "Invariance gap: a base that reads upright digits only, and the domain terms from it (CPU, tiny model)"
@@ -151,14 +152,20 @@ def rl_table(runs: Sequence[dict], bases: Sequence[dict] = (), out: Path | None 
             d = None if variant == "grpo" else paired_vs_grpo(rs, grpo)
             delta = f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d else "–"
             j = None if variant == "grpo" or out is None else js_vs_grpo(out, rs, grpo)
-            ratio = f"{j['ratio']:.2f} [{j['ratio_low']:.2f}, {j['ratio_high']:.2f}]" if j else "–"
+            ratio = _ratio(j) if j else "–"
             seeds = ",".join(str(r["seed"]) for r in rs)
             lines.append(f"| {tag or 'default'} | {variant} | {seeds} | {' | '.join(cells)} | {delta} | {ratio} |")
     return lines
 
 
+def _ratio(j: dict) -> str:
+    """A JS ratio with its interval, to 3 significant digits (2 decimals wrote 0.9967 [0.9960, 0.9975] as
+    1.00 [1.00, 1.00], next to the words "excludes 1")."""
+    return f"{j['ratio']:.3g} [{j['ratio_low']:.3g}, {j['ratio_high']:.3g}]"
+
+
 def _excludes_zero(stat: dict) -> bool:
-    return stat["ci_low"] > 0 or stat["ci_high"] < 0
+    return separation(stat["ci_low"], stat["ci_high"]) != 0
 
 
 def headline(tries: Sequence[dict], runs: Sequence[dict], out: Path | None = None) -> str:
@@ -177,8 +184,8 @@ def headline(tries: Sequence[dict], runs: Sequence[dict], out: Path | None = Non
             if d and _excludes_zero({"ci_low": d["ci_low"], "ci_high": d["ci_high"]}):
                 moved.append(f"{variant} ({where}: {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
             j = js_vs_grpo(out, rs, grpo) if out is not None else None
-            if j and (j["ratio_low"] > 1 or j["ratio_high"] < 1):
-                js.append(f"{variant} ({where}: {j['ratio']:.2f} [{j['ratio_low']:.2f}, {j['ratio_high']:.2f}])")
+            if j and separation(j["ratio_low"], j["ratio_high"], null=1.0):
+                js.append(f"{variant} ({where}: {_ratio(j)})")
     rl = "RL vs grpo, accuracy on the transformed views: "
     rl += f"the interval excludes zero for {', '.join(moved)}" if moved else "no interval excludes zero"
     rl += "; held-out JS / grpo's: the interval excludes 1 for " + (", ".join(js) if js else "none")

@@ -162,11 +162,22 @@ def stratified_paired_delta(
     return {"delta": point / len(strata), "ci_low": lo, "ci_high": hi, "n": [len(a) for a, _ in strata]}
 
 
-def separation(low: float, high: float) -> int:
-    """+1 when an interval lies above 0, −1 when below, 0 when it contains 0 (or is NaN)."""
+# A bound this close to the null value (relative to max(1, |null|)) touches it: a percentile of resampled means that
+# is exactly the null in real arithmetic can come out as 7e-20 from float summation (seen: a paired accuracy delta).
+NULL_TOLERANCE = 1e-12
+
+
+def separation(low: float, high: float, null: float = 0.0) -> int:
+    """+1 when an interval lies above `null`, −1 when below, 0 when it contains or touches it (or is NaN).
+
+    Note:
+        A bound within `NULL_TOLERANCE` · max(1, |null|) of `null` counts as touching it, so float noise in a bound
+        that is the null exactly never reads as an effect.
+    """
     if low != low or high != high:
         return 0
-    return 1 if low > 0 else (-1 if high < 0 else 0)
+    tol = NULL_TOLERANCE * max(1.0, abs(null))
+    return 1 if low - null > tol else (-1 if null - high > tol else 0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

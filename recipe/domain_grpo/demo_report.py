@@ -14,6 +14,7 @@ from typing import Any
 
 from verl_ext.evaluation.paired import IMAGE_METRICS, image_values, paired_comparison, read_predictions
 from verl_ext.evaluation.plots import pyplot, save_figure_atomic
+from verl_ext.stats import separation
 
 IDENTITY = "identity"
 # (verl metric key, panel title) of the training curves
@@ -88,7 +89,7 @@ def gap_table(gaps: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) 
 def _side(low: float, high: float, null: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return "no interval"
-    return f"{'contains' if low <= null <= high else 'excludes'} {null:g}"
+    return f"{'excludes' if separation(low, high, null) else 'contains'} {null:g}"
 
 
 def headline(gap: Mapping[str, Any], paired: Mapping[str, Mapping[str, float]], arm: str, reference: str) -> str:

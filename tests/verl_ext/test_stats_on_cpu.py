@@ -38,6 +38,11 @@ def test_percentile_interval_and_separation_and_mean_std():
     assert S.percentile_interval(np.array([np.nan])) != S.percentile_interval(np.array([np.nan]))  # NaNs
     assert (S.separation(0.01, 0.2), S.separation(-0.2, -0.01), S.separation(-0.1, 0.1)) == (1, -1, 0)
     assert S.separation(float("nan"), 1.0) == 0
+    # float noise at the null is no effect: a bootstrap bound of 7e-20 where the exact value is 0 (a paired accuracy
+    # delta of 3 seeds x 120 images), a ratio bound of 1 + 2e-16; a real bound of 1e-9 still separates
+    assert (S.separation(7.047e-20, 0.0056), S.separation(-0.2, -1e-17)) == (0, 0)
+    assert (S.separation(1.0 + 2e-16, 1.2, null=1.0), S.separation(0.99, 1.0 - 2e-16, null=1.0)) == (0, 0)
+    assert (S.separation(1e-9, 0.1), S.separation(0.996, 0.9975, null=1.0)) == (1, -1)
     mean, std = S.mean_std([1.0, 2.0, 3.0])  # mean 2; var = (1 + 0 + 1) / (3 − 1) = 1
     assert (mean, std) == (2.0, 1.0) and np.isnan(S.mean_std([0.5])[1])
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from verl_ext.evaluation import metrics as M
+from verl_ext.stats import separation
 
 N_BOOT, ALPHA = 2000, 0.05
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one folder under --out
@@ -150,7 +151,7 @@ def compare_task(
 
 def _significant(stat: Mapping[str, float], sign: int) -> bool:
     """The CI lies entirely below 0 (sign −1) or above 0 (sign +1)."""
-    return stat["ci_high"] < 0 if sign < 0 else stat["ci_low"] > 0
+    return separation(stat["ci_low"], stat["ci_high"]) == (-1 if sign < 0 else 1)
 
 
 def reading(task: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from verl_ext.rewards import extract_answer
+from verl_ext.stats import separation
 
 PREFIX = "grounding_"
 IOU_HIT = 0.5
@@ -97,5 +98,6 @@ def compare_grounding(
     out = {"kind": "grounding", "n": len(pairs), "accuracy": delta("hit"), "valid_rate": delta("answer_valid")}
     out["iou"] = delta("iou")
     acc = out["accuracy"]
-    out["reading"] = "improved" if acc["ci_low"] > 0 else ("fell" if acc["ci_high"] < 0 else "no significant change")
+    side = separation(acc["ci_low"], acc["ci_high"])
+    out["reading"] = {1: "improved", -1: "fell", 0: "no significant change"}[side]
     return out
